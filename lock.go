@@ -1,0 +1,270 @@
+package dlock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/benbjohnson/clock"
+)
+
+// lockState is where a Lock is in its life.
+type lockState int
+
+const (
+	held     lockState = iota // acquired and within its validity
+	lost                      // a refresh missed its majority, or validity ran out
+	released                  // Release was called
+)
+
+func (s lockState) String() string {
+	switch s {
+	case held:
+		return "held"
+	case lost:
+		return "lost"
+	default:
+		return "released"
+	}
+}
+
+// Lock is a held Redlock lock. It is safe for concurrent use. Its holder
+// must stop working on the protected resource before ValidUntil, or as soon
+// as Lost is closed, whichever comes first, and must call Release when done.
+type Lock struct {
+	r     *Redlock
+	key   string
+	value string
+	p     params
+	lost  chan struct{} // closed when the lock is no longer known to be held
+
+	opMu  sync.Mutex      // one round on the nodes at a time; guards tails
+	tails []chan struct{} // per node: closed when this lock's last call there ended
+
+	mu          sync.Mutex // guards what follows
+	state       lockState
+	validUntil  time.Time
+	gen         uint64       // counts validity updates, so a stale expiry timer does nothing
+	expiry      *clock.Timer // fires at validUntil
+	stopRefresh context.CancelFunc
+	refreshDone chan struct{} // closed when the auto-refresh goroutine has returned
+}
+
+func newLock(r *Redlock, key, value string, p params, until time.Time, tails []chan struct{}) *Lock {
+	l := &Lock{r: r, key: key, value: value, p: p, lost: make(chan struct{}), tails: tails}
+	l.mu.Lock()
+	l.setValidUntilLocked(until)
+	if p.RefreshInterval > 0 {
+		ctx, cancel := context.WithCancel(context.Background())
+		l.stopRefresh = cancel
+		l.refreshDone = make(chan struct{})
+		go l.refreshLoop(ctx)
+	}
+	l.mu.Unlock()
+	return l
+}
+
+// Key returns the key as given to Lock, without the Redlock's prefix.
+func (l *Lock) Key() string { return l.key }
+
+// Value returns the value stored on the nodes, which identifies this holder.
+func (l *Lock) Value() string { return l.value }
+
+// ValidUntil returns the instant, by the Redlock's clock, until which the
+// lock is known to be held: the start of the last successful acquire or
+// refresh round, plus the TTL, minus the drift allowance. A holder must stop
+// before it.
+func (l *Lock) ValidUntil() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.validUntil
+}
+
+// Lost returns a channel that is closed when the lock is no longer known to
+// be held: a refresh missed its majority, the validity ran out, or the lock
+// was released.
+func (l *Lock) Lost() <-chan struct{} { return l.lost }
+
+// Refresh extends the lock by its TTL on a majority of nodes, where they
+// still hold its value, and recomputes the validity from the start of this
+// round.
+//
+// Errors: an error wrapping ErrLockLost, joined with each node's *NodeError,
+// when the lock was not extended on a majority in time; the lock is then
+// lost and Lost is closed. When ctx ends first, an error wrapping ctx.Err(),
+// and the lock stays as it was.
+func (l *Lock) Refresh(ctx context.Context) error {
+	if ctx == nil {
+		return invalid("ctx", "nil", "must not be nil")
+	}
+	l.opMu.Lock()
+	defer l.opMu.Unlock()
+	return l.refreshLocked(ctx)
+}
+
+// refreshLocked runs one refresh round; l.opMu is held.
+func (l *Lock) refreshLocked(ctx context.Context) error {
+	l.mu.Lock()
+	st := l.state
+	l.mu.Unlock()
+	if st != held {
+		return fmt.Errorf("%w: %q: %s", ErrLockLost, l.key, st)
+	}
+	r, p := l.r, l.p
+	start := r.clock.Now()
+	t, done := r.fanout(ctx, round{
+		after:   l.tails,
+		callCtx: ctx,
+		timeout: p.nodeTimeout,
+		op: func(ctx context.Context, n Node) (bool, error) {
+			return n.Extend(ctx, p.nodeKey, l.value, p.TTL)
+		},
+	})
+	l.tails = done
+	if t.ctxErr != nil {
+		return fmt.Errorf("dlock: refresh %q: %w", l.key, t.ctxErr)
+	}
+	left := validity(p.TTL, r.clock.Since(start), p.DriftFactor)
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.state != held {
+		return fmt.Errorf("%w: %q: %s during refresh", ErrLockLost, l.key, l.state)
+	}
+	if t.won() && left > 0 {
+		l.setValidUntilLocked(validUntil(start, p.TTL, p.DriftFactor))
+		return nil
+	}
+	head := fmt.Errorf("%w: %q: refresh: %s", ErrLockLost, l.key, &t)
+	if t.won() {
+		head = fmt.Errorf("%w: %q: refresh: %s, but no validity left (%v after drift)", ErrLockLost, l.key, &t, left)
+	}
+	l.loseLocked("refresh missed its majority")
+	return errors.Join(append([]error{head}, t.errs...)...)
+}
+
+// refreshLoop refreshes the lock every RefreshInterval until ctx ends (on
+// Release or loss) or a refresh fails (which marks the lock lost).
+func (l *Lock) refreshLoop(ctx context.Context) {
+	defer close(l.refreshDone)
+	for {
+		timer := l.r.clock.Timer(l.p.RefreshInterval)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-timer.C:
+		}
+		l.opMu.Lock()
+		err := l.refreshLocked(ctx)
+		l.opMu.Unlock()
+		if err != nil {
+			return
+		}
+	}
+}
+
+// setValidUntilLocked records a new validity and arms the timer that marks
+// the lock lost when it runs out; l.mu is held.
+func (l *Lock) setValidUntilLocked(until time.Time) {
+	l.validUntil = until
+	l.gen++
+	if l.expiry != nil {
+		l.expiry.Stop()
+	}
+	gen := l.gen
+	l.expiry = l.r.clock.AfterFunc(l.r.clock.Until(until), func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.gen == gen && l.state == held {
+			l.loseLocked("validity ran out")
+		}
+	})
+}
+
+// loseLocked marks a held lock lost; l.mu is held.
+func (l *Lock) loseLocked(why string) {
+	l.state = lost
+	l.endLocked()
+	l.r.log.Warn("dlock: lock lost", "key", l.key, "reason", why)
+}
+
+// endLocked closes Lost, stops the expiry timer and the auto-refresh; l.mu
+// is held.
+func (l *Lock) endLocked() {
+	select {
+	case <-l.lost:
+	default:
+		close(l.lost)
+	}
+	if l.expiry != nil {
+		l.expiry.Stop()
+	}
+	if l.stopRefresh != nil {
+		l.stopRefresh()
+	}
+}
+
+// Release releases the lock with context.Background(); see ReleaseContext.
+func (l *Lock) Release() error { return l.ReleaseContext(context.Background()) }
+
+// ReleaseContext deletes the lock's key on every node where it still holds
+// the lock's value (never another holder's key), stops the auto-refresh and
+// closes Lost. It returns once a majority released the key or no longer
+// can; the remaining nodes are released in the background, each after this
+// lock's previous call on it.
+//
+// Errors: an error wrapping ErrLockLost when the lock was already released,
+// lost, or past its validity, or when a majority did not confirm the
+// release (joined with each node's *NodeError); when ctx ends first, an
+// error wrapping ctx.Err() (the releases still go on in the background).
+func (l *Lock) ReleaseContext(ctx context.Context) error {
+	if ctx == nil {
+		return invalid("ctx", "nil", "must not be nil")
+	}
+	r, p := l.r, l.p
+	l.mu.Lock()
+	prev := l.state
+	if prev == released {
+		l.mu.Unlock()
+		return fmt.Errorf("%w: %q: already released", ErrLockLost, l.key)
+	}
+	stillValid := prev == held && r.clock.Now().Before(l.validUntil)
+	l.state = released
+	l.endLocked()
+	refreshDone := l.refreshDone
+	l.mu.Unlock()
+	if refreshDone != nil {
+		<-refreshDone // its round was cancelled by endLocked; it returns promptly
+	}
+
+	l.opMu.Lock()
+	defer l.opMu.Unlock()
+	t, done := r.fanout(ctx, round{
+		after:   l.tails,
+		callCtx: context.WithoutCancel(ctx),
+		timeout: p.nodeTimeout,
+		op: func(ctx context.Context, n Node) (bool, error) {
+			return n.Release(ctx, p.nodeKey, l.value)
+		},
+	})
+	l.tails = done
+	switch {
+	case t.ctxErr != nil:
+		return fmt.Errorf("dlock: release %q: %w", l.key, t.ctxErr)
+	case !stillValid:
+		return errors.Join(append([]error{fmt.Errorf("%w: %q: %s before release", ErrLockLost, l.key, lostOrExpired(prev))}, t.errs...)...)
+	case !t.won():
+		return errors.Join(append([]error{fmt.Errorf("%w: %q: release: %s", ErrLockLost, l.key, &t)}, t.errs...)...)
+	}
+	return nil
+}
+
+func lostOrExpired(s lockState) string {
+	if s == lost {
+		return "lost"
+	}
+	return "validity ran out"
+}

@@ -1,0 +1,258 @@
+package dlock
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"reflect"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/benbjohnson/clock"
+)
+
+// Locker acquires locks. It is the seed's interface; *Redlock implements it.
+type Locker interface {
+	// Lock acquires the lock on key, storing value (generated when empty),
+	// retrying as the options say.
+	Lock(key, value string, opts ...LockOpt) (*Lock, error)
+}
+
+var _ Locker = (*Redlock)(nil)
+
+// Redlock is a distributed lock over N independent nodes, held only while a
+// majority of them agree, within the lock's TTL minus clock drift. It is
+// safe for concurrent use; a Redlock holds no goroutine of its own, so it
+// needs no Close.
+type Redlock struct {
+	nodes       []Node
+	quorum      int
+	clock       clock.Clock
+	log         *slog.Logger
+	prefix      string
+	defaults    LockConfig
+	nodeTimeout time.Duration // 0: derived from each lock's TTL
+
+	randMu sync.Mutex
+	rand   io.Reader
+}
+
+// New returns a Redlock over nodes, which must be independent masters (not
+// replicas of each other). The quorum is len(nodes)/2 + 1.
+//
+// New returns an error wrapping ErrInvalidConfig, naming the field and the
+// value, when nodes is empty, holds a nil Node, or an option is invalid.
+func New(nodes []Node, opts ...Option) (*Redlock, error) {
+	if len(nodes) == 0 {
+		return nil, invalid("nodes", "[]", "need at least one node")
+	}
+	for i, n := range nodes {
+		if isNil(n) {
+			return nil, invalid("nodes["+strconv.Itoa(i)+"]", "nil", "must not be nil")
+		}
+	}
+	cfg := defaultConfig()
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&cfg)
+		}
+	}
+	if err := errors.Join(cfg.errs...); err != nil {
+		return nil, err
+	}
+	if _, err := cfg.Defaults.resolve(); err != nil {
+		return nil, fmt.Errorf("defaults: %w", err)
+	}
+	return &Redlock{
+		nodes:       slices.Clone(nodes),
+		quorum:      len(nodes)/2 + 1,
+		clock:       cfg.Clock,
+		log:         cfg.Logger,
+		prefix:      cfg.KeyPrefix,
+		defaults:    cfg.Defaults,
+		nodeTimeout: cfg.NodeTimeout,
+		rand:        cfg.Rand,
+	}, nil
+}
+
+// isNil reports whether n is nil, including a nil pointer in an interface.
+func isNil(n Node) bool {
+	if n == nil {
+		return true
+	}
+	switch v := reflect.ValueOf(n); v.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Func, reflect.Chan, reflect.Slice, reflect.Interface:
+		return v.IsNil()
+	}
+	return false
+}
+
+// Quorum returns how many nodes must agree for a lock to be held:
+// len(nodes)/2 + 1.
+func (r *Redlock) Quorum() int { return r.quorum }
+
+// Lock acquires the lock on key with context.Background(); see LockContext.
+func (r *Redlock) Lock(key, value string, opts ...LockOpt) (*Lock, error) {
+	return r.LockContext(context.Background(), key, value, opts...)
+}
+
+// LockContext acquires the lock on key, storing value on the nodes. An
+// empty value is replaced by 16 random bytes, hex-encoded; a given value must
+// be unique to its holder. An attempt fans out to every node in parallel and
+// succeeds when a majority granted it with validity left; a failed attempt
+// is undone on every node and retried after RetryInterval plus jitter, up to
+// RetryLimit times (-1: until ctx ends).
+//
+// Errors: ErrInvalidConfig for a bad argument or option (no node is
+// contacted); ErrNotAcquired, joined with each node's *NodeError, when the
+// retries are exhausted; when ctx ends first, an error wrapping both
+// ErrNotAcquired and ctx.Err().
+func (r *Redlock) LockContext(ctx context.Context, key, value string, opts ...LockOpt) (*Lock, error) {
+	return r.lock(ctx, key, value, opts, true)
+}
+
+// TryLock makes one attempt to acquire the lock on key, with no retries,
+// and otherwise behaves as LockContext.
+func (r *Redlock) TryLock(ctx context.Context, key, value string, opts ...LockOpt) (*Lock, error) {
+	return r.lock(ctx, key, value, opts, false)
+}
+
+// params are the resolved settings of one lock.
+type params struct {
+	LockConfig
+	nodeTimeout time.Duration
+	nodeKey     string // the key with the Redlock's prefix, as stored on the nodes
+}
+
+func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, retry bool) (*Lock, error) {
+	if ctx == nil {
+		return nil, invalid("ctx", "nil", "must not be nil")
+	}
+	if key == "" {
+		return nil, invalid("key", `""`, "must not be empty")
+	}
+	cfg, err := r.defaults.apply(opts).resolve()
+	if err != nil {
+		return nil, err
+	}
+	p := params{LockConfig: cfg, nodeTimeout: r.nodeTimeout, nodeKey: r.prefix + key}
+	if p.nodeTimeout == 0 {
+		p.nodeTimeout = max(cfg.TTL/20, minNodeTimeout)
+	}
+	if value == "" {
+		if value, err = r.newValue(); err != nil {
+			return nil, err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%w: %q: %w", ErrNotAcquired, key, err)
+	}
+
+	var tails []chan struct{} // per node: when the last call of this Lock call ended
+	for attempt := 1; ; attempt++ {
+		l, t, done, err := r.attempt(ctx, key, value, p, tails)
+		if err == nil {
+			return l, nil
+		}
+		// Undo the attempt on every node, each release after that node's
+		// own acquire, so that a late grant is undone too. The releases run
+		// in the background; the next attempt is chained after them.
+		tails = r.releaseAll(ctx, p, value, done)
+		if r.log.Enabled(ctx, slog.LevelDebug) {
+			r.log.DebugContext(ctx, "dlock: acquire attempt failed", "key", key, "attempt", attempt,
+				"ok", t.ok, "refused", t.refused, "failed", t.failed, "pending", t.pending())
+		}
+		if t.ctxErr != nil {
+			return nil, err
+		}
+		if !retry || (cfg.RetryLimit >= 0 && attempt > cfg.RetryLimit) {
+			return nil, err
+		}
+		if wait := cfg.RetryInterval + r.jitter(cfg.RetryJitter); wait > 0 {
+			timer := r.clock.Timer(wait)
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				timer.Stop()
+				return nil, errors.Join(fmt.Errorf("%w: %q: %w", ErrNotAcquired, key, ctx.Err()), err)
+			}
+		} else if ctx.Err() != nil {
+			return nil, errors.Join(fmt.Errorf("%w: %q: %w", ErrNotAcquired, key, ctx.Err()), err)
+		}
+	}
+}
+
+// attempt makes one acquire round. On failure it returns the error and the
+// per-node done channels, so that the caller can undo the round.
+func (r *Redlock) attempt(ctx context.Context, key, value string, p params, after []chan struct{}) (*Lock, tally, []chan struct{}, error) {
+	start := r.clock.Now()
+	ttl := p.TTL
+	t, done := r.fanout(ctx, round{
+		after:   after,
+		callCtx: ctx,
+		timeout: p.nodeTimeout,
+		op: func(ctx context.Context, n Node) (bool, error) {
+			return n.Acquire(ctx, p.nodeKey, value, ttl)
+		},
+	})
+	if t.ctxErr != nil {
+		return nil, t, done, errors.Join(append([]error{fmt.Errorf("%w: %q: %w", ErrNotAcquired, key, t.ctxErr)}, t.errs...)...)
+	}
+	left := validity(p.TTL, r.clock.Since(start), p.DriftFactor)
+	if !t.won() {
+		return nil, t, done, errors.Join(append([]error{fmt.Errorf("%w: %q: %s", ErrNotAcquired, key, &t)}, t.errs...)...)
+	}
+	if left <= 0 {
+		return nil, t, done, errors.Join(append([]error{fmt.Errorf("%w: %q: %s, but no validity left (%v after drift)", ErrNotAcquired, key, &t, left)}, t.errs...)...)
+	}
+	return newLock(r, key, value, p, validUntil(start, p.TTL, p.DriftFactor), done), t, nil, nil
+}
+
+// releaseAll releases key on every node in the background, each call after
+// that node's previous one (after[i]), and returns when each release ended.
+// The releases run even if ctx has ended: they undo what was done.
+func (r *Redlock) releaseAll(ctx context.Context, p params, value string, after []chan struct{}) []chan struct{} {
+	done, _ := r.start(round{
+		after:   after,
+		callCtx: context.WithoutCancel(ctx),
+		timeout: p.nodeTimeout,
+		op: func(ctx context.Context, n Node) (bool, error) {
+			return n.Release(ctx, p.nodeKey, value)
+		},
+	})
+	return done
+}
+
+// newValue returns 16 random bytes from the Redlock's source, hex-encoded.
+func (r *Redlock) newValue() (string, error) {
+	var b [16]byte
+	r.randMu.Lock()
+	_, err := io.ReadFull(r.rand, b[:])
+	r.randMu.Unlock()
+	if err != nil {
+		return "", fmt.Errorf("dlock: generate lock value: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// jitter returns a random duration in [0, bound), or 0 when bound ≤ 0 or
+// the source fails.
+func (r *Redlock) jitter(bound time.Duration) time.Duration {
+	if bound <= 0 {
+		return 0
+	}
+	var b [8]byte
+	r.randMu.Lock()
+	_, err := io.ReadFull(r.rand, b[:])
+	r.randMu.Unlock()
+	if err != nil {
+		return 0
+	}
+	return time.Duration(binary.LittleEndian.Uint64(b[:]) % uint64(bound))
+}

@@ -1,0 +1,6 @@
+-- Delete KEYS[1] only if it holds ARGV[1] (this holder's value).
+-- Returns 1 when deleted, 0 when the key is absent or held by another value.
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+	return redis.call("DEL", KEYS[1])
+end
+return 0
