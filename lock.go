@@ -40,8 +40,8 @@ type Lock struct {
 	p     params
 	lost  chan struct{} // closed when the lock is no longer known to be held
 
-	opMu  sync.Mutex      // one round on the nodes at a time; guards tails
-	tails []chan struct{} // per node: closed when this lock's last call there ended
+	opMu  sync.Mutex // one round on the nodes at a time; guards lanes
+	lanes lanes      // this lock's call history per node
 
 	mu          sync.Mutex // guards what follows
 	state       lockState
@@ -52,8 +52,8 @@ type Lock struct {
 	refreshDone chan struct{} // closed when the auto-refresh goroutine has returned
 }
 
-func newLock(r *Redlock, key, value string, p params, until time.Time, tails []chan struct{}) *Lock {
-	l := &Lock{r: r, key: key, value: value, p: p, lost: make(chan struct{}), tails: tails}
+func newLock(r *Redlock, key, value string, p params, until time.Time, ln lanes) *Lock {
+	l := &Lock{r: r, key: key, value: value, p: p, lost: make(chan struct{}), lanes: ln}
 	l.mu.Lock()
 	l.setValidUntilLocked(until)
 	if p.RefreshInterval > 0 {
@@ -114,15 +114,15 @@ func (l *Lock) refreshLocked(ctx context.Context) error {
 	}
 	r, p := l.r, l.p
 	start := r.clock.Now()
-	t, done := r.fanout(ctx, round{
-		after:   l.tails,
+	t, _ := r.fanout(ctx, round{
+		lanes:   l.lanes,
 		callCtx: ctx,
-		timeout: p.nodeTimeout,
+		decide:  p.nodeTimeout,
+		budget:  p.nodeTimeout,
 		op: func(ctx context.Context, n Node) (bool, error) {
 			return n.Extend(ctx, p.nodeKey, l.value, p.TTL)
 		},
 	})
-	l.tails = done
 	if t.ctxErr != nil {
 		return fmt.Errorf("dlock: refresh %q: %w", l.key, t.ctxErr)
 	}
@@ -217,9 +217,11 @@ func (l *Lock) Release() error { return l.ReleaseContext(context.Background()) }
 // lock's previous call on it.
 //
 // Errors: an error wrapping ErrLockLost when the lock was already released,
-// lost, or past its validity, or when a majority did not confirm the
-// release (joined with each node's *NodeError); when ctx ends first, an
-// error wrapping ctx.Err() (the releases still go on in the background).
+// lost, or past its validity, or when so many nodes no longer held its
+// value that it was not held on a majority; an error joining each node's
+// *NodeError when too many nodes failed to confirm the release (their keys
+// expire at the TTL); when ctx ends first, an error wrapping ctx.Err() (the
+// releases still go on in the background).
 func (l *Lock) ReleaseContext(ctx context.Context) error {
 	if ctx == nil {
 		return invalid("ctx", "nil", "must not be nil")
@@ -242,22 +244,17 @@ func (l *Lock) ReleaseContext(ctx context.Context) error {
 
 	l.opMu.Lock()
 	defer l.opMu.Unlock()
-	t, done := r.fanout(ctx, round{
-		after:   l.tails,
-		callCtx: context.WithoutCancel(ctx),
-		timeout: p.nodeTimeout,
-		op: func(ctx context.Context, n Node) (bool, error) {
-			return n.Release(ctx, p.nodeKey, l.value)
-		},
-	})
-	l.tails = done
+	t, _ := r.fanout(ctx, r.releaseRound(ctx, p, l.value, l.lanes, nil))
 	switch {
 	case t.ctxErr != nil:
 		return fmt.Errorf("dlock: release %q: %w", l.key, t.ctxErr)
 	case !stillValid:
 		return errors.Join(append([]error{fmt.Errorf("%w: %q: %s before release", ErrLockLost, l.key, lostOrExpired(prev))}, t.errs...)...)
-	case !t.won():
+	case !t.won() && t.refused > t.n-t.quorum:
+		// Too many nodes no longer held the value: the lock was not held.
 		return errors.Join(append([]error{fmt.Errorf("%w: %q: release: %s", ErrLockLost, l.key, &t)}, t.errs...)...)
+	case !t.won():
+		return errors.Join(append([]error{fmt.Errorf("dlock: release %q: %s; the key stays on the failed nodes until its TTL", l.key, &t)}, t.errs...)...)
 	}
 	return nil
 }

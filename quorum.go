@@ -2,6 +2,7 @@ package dlock
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -57,36 +58,75 @@ func (t *tally) String() string {
 		t.ok, t.refused, t.failed, t.pending(), t.n, t.quorum)
 }
 
-// round is one operation fanned out to every node.
-type round struct {
-	// after holds, per node, a channel closed when that node's previous
-	// call in this lock's history has returned (nil: nothing to wait for).
-	// A call never starts before it, so a release cannot overtake the
-	// acquire it undoes, however slow the node.
-	after []chan struct{}
-	// callCtx is the parent of every node call; each call gets its own
-	// timeout from the moment it starts.
-	callCtx context.Context
-	// timeout bounds each node call, and the wait for its reply.
-	timeout time.Duration
-	op      nodeOp
+// lane is one node's call history for one lock: its calls run one after
+// another, so that a release never reaches the node before the acquire or
+// extend it follows, however slow the node. A lane holds at most two calls
+// that have not ended: a call that would queue behind a call that is itself
+// still waiting is skipped instead (see round.must), so a hung node cannot
+// pile up calls.
+type lane struct {
+	last chan struct{} // closed when the last call queued here has ended (nil: none)
+	prev chan struct{} // the same for the call before it
 }
 
-// start launches rd.op on every node, one goroutine per node, and returns
-// per node a channel closed when that node's call has returned, and the
-// channel on which every call's reply arrives (buffered, so a reply nobody
-// reads never blocks).
-func (r *Redlock) start(rd round) ([]chan struct{}, chan reply) {
-	done := make([]chan struct{}, len(r.nodes))
+// lanes are the lanes of one lock, one per node, owned by one goroutine at
+// a time (the Lock call, then the Lock handle under its opMu).
+type lanes []lane
+
+// closed reports whether ch is nil or closed.
+func closed(ch chan struct{}) bool {
+	if ch == nil {
+		return true
+	}
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// round is one operation fanned out to the nodes of a lock.
+type round struct {
+	lanes lanes
+	// must marks a release: it is queued on every lane it is sent to,
+	// however long the queue. Other calls are skipped on a lane whose last
+	// call is still waiting for the one before it, and count as failed.
+	must bool
+	// only, when not nil, limits the round to the nodes marked true.
+	only []bool
+	// callCtx is the parent of every node call.
+	callCtx context.Context
+	// decide bounds the wait for the replies, on the Redlock's clock.
+	decide time.Duration
+	// budget bounds each node call, from the moment it starts.
+	budget time.Duration
+	op     nodeOp
+}
+
+var errBusy = errors.New("skipped: this lock's previous calls to the node have not ended")
+
+// start launches rd.op on the nodes, one goroutine per node, each after
+// the last call on its lane, and returns the channel on which their replies
+// arrive (buffered, so a reply nobody reads never blocks) and which nodes
+// the call was sent to. It updates rd.lanes in place.
+func (r *Redlock) start(rd round) (chan reply, []bool) {
 	replies := make(chan reply, len(r.nodes))
+	sent := make([]bool, len(r.nodes))
 	for i, node := range r.nodes {
-		done[i] = make(chan struct{})
-		var prev chan struct{}
-		if rd.after != nil {
-			prev = rd.after[i]
+		if rd.only != nil && !rd.only[i] {
+			continue
 		}
+		ln := &rd.lanes[i]
+		if !rd.must && !closed(ln.prev) {
+			replies <- reply{node: i, err: errBusy}
+			continue
+		}
+		prev, done := ln.last, make(chan struct{})
+		ln.prev, ln.last = ln.last, done
+		sent[i] = true
 		go func() {
-			defer close(done[i])
+			defer close(done)
 			if prev != nil {
 				select {
 				case <-prev:
@@ -95,27 +135,27 @@ func (r *Redlock) start(rd round) ([]chan struct{}, chan reply) {
 					return
 				}
 			}
-			cctx, cancel := r.clock.WithTimeout(rd.callCtx, rd.timeout)
+			cctx, cancel := r.clock.WithTimeout(rd.callCtx, rd.budget)
 			ok, err := callNode(cctx, node, rd.op)
 			cancel()
 			replies <- reply{node: i, ok: ok, err: err}
 		}()
 	}
-	return done, replies
+	return replies, sent
 }
 
 // fanout runs rd on every node in parallel and returns as soon as the
 // outcome is decided; or once rd.timeout has passed on the Redlock's clock,
 // counting the nodes that have not answered as failed; or when ctx ends,
 // with tally.ctxErr set. It never waits on a hung call: calls still running
-// go on in the background. It returns the per-node done channels of start.
+// go on in the background. It returns which nodes the call was sent to.
 //
 // The goroutines are plain ones rather than an errgroup: a round must not
-// Wait for every node, and the done channels already say when each ended.
-func (r *Redlock) fanout(ctx context.Context, rd round) (tally, []chan struct{}) {
+// Wait for every node, and the lanes already say when each call ended.
+func (r *Redlock) fanout(ctx context.Context, rd round) (tally, []bool) {
 	t := tally{n: len(r.nodes), quorum: r.quorum}
-	done, replies := r.start(rd)
-	timer := r.clock.Timer(rd.timeout)
+	replies, sent := r.start(rd)
+	timer := r.clock.Timer(rd.decide)
 	defer timer.Stop()
 	answered := make([]bool, len(r.nodes))
 	for !t.decided() && t.pending() > 0 {
@@ -126,15 +166,15 @@ func (r *Redlock) fanout(ctx context.Context, rd round) (tally, []chan struct{})
 		case <-timer.C:
 			for i, a := range answered {
 				if !a {
-					t.add(reply{node: i, err: fmt.Errorf("no reply within %v: %w", rd.timeout, context.DeadlineExceeded)})
+					t.add(reply{node: i, err: fmt.Errorf("no reply within %v: %w", rd.decide, context.DeadlineExceeded)})
 				}
 			}
 		case <-ctx.Done():
 			t.ctxErr = ctx.Err()
-			return t, done
+			return t, sent
 		}
 	}
-	return t, done
+	return t, sent
 }
 
 // callNode runs op on n, turning a panic in a Node implementation into an

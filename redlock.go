@@ -154,16 +154,16 @@ func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, r
 		return nil, fmt.Errorf("%w: %q: %w", ErrNotAcquired, key, err)
 	}
 
-	var tails []chan struct{} // per node: when the last call of this Lock call ended
+	ln := make(lanes, len(r.nodes)) // this lock's call history per node
 	for attempt := 1; ; attempt++ {
-		l, t, done, err := r.attempt(ctx, key, value, p, tails)
+		l, t, sent, err := r.attempt(ctx, key, value, p, ln)
 		if err == nil {
 			return l, nil
 		}
-		// Undo the attempt on every node, each release after that node's
-		// own acquire, so that a late grant is undone too. The releases run
-		// in the background; the next attempt is chained after them.
-		tails = r.releaseAll(ctx, p, value, done)
+		// Undo the attempt on every node it reached, each release after
+		// that node's own acquire, so that a late grant is undone too. The
+		// releases run in the background; the next attempt queues after them.
+		r.start(r.releaseRound(ctx, p, value, ln, sent))
 		if r.log.Enabled(ctx, slog.LevelDebug) {
 			r.log.DebugContext(ctx, "dlock: acquire attempt failed", "key", key, "attempt", attempt,
 				"ok", t.ok, "refused", t.refused, "failed", t.failed, "pending", t.pending())
@@ -188,45 +188,51 @@ func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, r
 	}
 }
 
-// attempt makes one acquire round. On failure it returns the error and the
-// per-node done channels, so that the caller can undo the round.
-func (r *Redlock) attempt(ctx context.Context, key, value string, p params, after []chan struct{}) (*Lock, tally, []chan struct{}, error) {
+// attempt makes one acquire round. On failure it returns the error and
+// which nodes the acquire was sent to, so that the caller can undo it.
+func (r *Redlock) attempt(ctx context.Context, key, value string, p params, ln lanes) (*Lock, tally, []bool, error) {
 	start := r.clock.Now()
 	ttl := p.TTL
-	t, done := r.fanout(ctx, round{
-		after:   after,
+	t, sent := r.fanout(ctx, round{
+		lanes:   ln,
 		callCtx: ctx,
-		timeout: p.nodeTimeout,
+		decide:  p.nodeTimeout,
+		budget:  p.nodeTimeout,
 		op: func(ctx context.Context, n Node) (bool, error) {
 			return n.Acquire(ctx, p.nodeKey, value, ttl)
 		},
 	})
 	if t.ctxErr != nil {
-		return nil, t, done, errors.Join(append([]error{fmt.Errorf("%w: %q: %w", ErrNotAcquired, key, t.ctxErr)}, t.errs...)...)
+		return nil, t, sent, errors.Join(append([]error{fmt.Errorf("%w: %q: %w", ErrNotAcquired, key, t.ctxErr)}, t.errs...)...)
 	}
 	left := validity(p.TTL, r.clock.Since(start), p.DriftFactor)
 	if !t.won() {
-		return nil, t, done, errors.Join(append([]error{fmt.Errorf("%w: %q: %s", ErrNotAcquired, key, &t)}, t.errs...)...)
+		return nil, t, sent, errors.Join(append([]error{fmt.Errorf("%w: %q: %s", ErrNotAcquired, key, &t)}, t.errs...)...)
 	}
 	if left <= 0 {
-		return nil, t, done, errors.Join(append([]error{fmt.Errorf("%w: %q: %s, but no validity left (%v after drift)", ErrNotAcquired, key, &t, left)}, t.errs...)...)
+		return nil, t, sent, errors.Join(append([]error{fmt.Errorf("%w: %q: %s, but no validity left (%v after drift)", ErrNotAcquired, key, &t, left)}, t.errs...)...)
 	}
-	return newLock(r, key, value, p, validUntil(start, p.TTL, p.DriftFactor), done), t, nil, nil
+	return newLock(r, key, value, p, validUntil(start, p.TTL, p.DriftFactor), ln), t, nil, nil
 }
 
-// releaseAll releases key on every node in the background, each call after
-// that node's previous one (after[i]), and returns when each release ended.
-// The releases run even if ctx has ended: they undo what was done.
-func (r *Redlock) releaseAll(ctx context.Context, p params, value string, after []chan struct{}) []chan struct{} {
-	done, _ := r.start(round{
-		after:   after,
+// releaseRound returns the round that deletes the lock's key, where it
+// still holds value, on the nodes marked in only (all when nil), each after
+// the lock's previous call there. The calls run even once ctx has ended, and
+// each may take up to the TTL (at least the node timeout): past the TTL the
+// key is gone anyway, and until then a release that gives up early, say while
+// waiting for a pooled connection to a slow node, would leave the key behind.
+func (r *Redlock) releaseRound(ctx context.Context, p params, value string, ln lanes, only []bool) round {
+	return round{
+		lanes:   ln,
+		must:    true,
+		only:    only,
 		callCtx: context.WithoutCancel(ctx),
-		timeout: p.nodeTimeout,
+		decide:  p.nodeTimeout,
+		budget:  max(p.TTL, p.nodeTimeout),
 		op: func(ctx context.Context, n Node) (bool, error) {
 			return n.Release(ctx, p.nodeKey, value)
 		},
-	})
-	return done
+	}
 }
 
 // newValue returns 16 random bytes from the Redlock's source, hex-encoded.

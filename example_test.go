@@ -1,0 +1,159 @@
+package dlock_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/charconstpointer/dlock"
+)
+
+// exampleRedis starts n in-process Redis servers (miniredis) and returns a
+// client for each, and a function that closes them all. In production each
+// client points at an independent Redis master.
+func exampleRedis(n int) ([]redis.UniversalClient, func()) {
+	var (
+		clients []redis.UniversalClient
+		servers []*miniredis.Miniredis
+	)
+	for range n {
+		s, err := miniredis.Run()
+		if err != nil {
+			log.Fatal(err)
+		}
+		servers = append(servers, s)
+		clients = append(clients, redis.NewClient(&redis.Options{Addr: s.Addr()}))
+	}
+	return clients, func() {
+		for _, c := range clients {
+			c.Close()
+		}
+		for _, s := range servers {
+			s.Close()
+		}
+	}
+}
+
+func ExampleRedlock_Lock() {
+	clients, closeAll := exampleRedis(3)
+	defer closeAll()
+
+	locker, err := dlock.New(dlock.RedisNodes(clients...))
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	lock, err := locker.Lock("invoices:2024-06", "worker-1",
+		dlock.WithTTL(30*time.Second), dlock.WithRetryLimit(10))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer lock.Release()
+
+	fmt.Printf("%s is locked by %s on %d nodes (quorum %d)\n",
+		lock.Key(), lock.Value(), len(clients), locker.Quorum())
+	// Output: invoices:2024-06 is locked by worker-1 on 3 nodes (quorum 2)
+}
+
+func ExampleRedlock_LockContext() {
+	clients, closeAll := exampleRedis(3)
+	defer closeAll()
+
+	locker, err := dlock.New(dlock.RedisNodes(clients...), dlock.WithKeyPrefix("myapp:"))
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	// The job may take longer than the TTL: the lock refreshes itself every
+	// RefreshInterval until it is released, and Lost closes if it cannot.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	lock, err := locker.LockContext(ctx, "nightly-report", "",
+		dlock.WithTTL(500*time.Millisecond), dlock.WithRefreshInterval(100*time.Millisecond))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer lock.Release()
+
+	steps := time.NewTicker(250 * time.Millisecond)
+	defer steps.Stop()
+	for step := 1; step <= 3; step++ { // 750ms of work, longer than the TTL
+		select {
+		case <-lock.Lost():
+			fmt.Println("lock lost: stop working")
+			return
+		case <-ctx.Done():
+			fmt.Println("cancelled:", ctx.Err())
+			return
+		case <-steps.C:
+			fmt.Println("step", step, "done")
+		}
+	}
+
+	if err := lock.Release(); err != nil {
+		log.Fatal(err)
+	}
+	<-lock.Lost() // closed by Release too
+	fmt.Println("released")
+	// Output:
+	// step 1 done
+	// step 2 done
+	// step 3 done
+	// released
+}
+
+func ExampleRedlock_TryLock() {
+	clients, closeAll := exampleRedis(3)
+	defer closeAll()
+
+	locker, err := dlock.New(dlock.RedisNodes(clients...))
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx := context.Background()
+
+	holder, err := locker.TryLock(ctx, "printer", "alice")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer holder.Release()
+
+	// One attempt, no retries: the key is held by alice.
+	_, err = locker.TryLock(ctx, "printer", "bob")
+	fmt.Println("bob got the lock:", err == nil)
+	fmt.Println("busy:", errors.Is(err, dlock.ErrNotAcquired))
+	// Output:
+	// bob got the lock: false
+	// busy: true
+}
+
+func ExampleNew() {
+	clients, closeAll := exampleRedis(5)
+	defer closeAll()
+
+	// A bad option is reported by New, naming the field and the value,
+	// before any node is contacted.
+	_, err := dlock.New(dlock.RedisNodes(clients...),
+		dlock.WithDefaults(dlock.WithTTL(10*time.Second), dlock.WithRefreshInterval(time.Minute)))
+	fmt.Println(errors.Is(err, dlock.ErrInvalidConfig))
+	fmt.Println(err)
+
+	_, err = dlock.New(nil)
+	fmt.Println(err)
+
+	locker, err := dlock.New(dlock.RedisNodes(clients...), dlock.WithNodeTimeout(50*time.Millisecond))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("quorum:", locker.Quorum())
+	// Output:
+	// true
+	// defaults: dlock: invalid config: RefreshInterval = 1m0s: must be < TTL (10s)
+	// dlock: invalid config: nodes = []: need at least one node
+	// quorum: 3
+}
