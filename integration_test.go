@@ -842,17 +842,11 @@ func TestIntegration_stragglers_are_bounded(t *testing.T) {
 // A burst that outruns two slow nodes (default go-redis pool of
 // 10*GOMAXPROCS connections, 40ms round trip: at most PoolSize/RTT calls a
 // second) must still leave no key behind once it settled: every grant on a
-// slow node is eventually undone.
-//
-// KNOWN ISSUE (reported to the lead): it fails today. A release on a slow
-// node waits for a pooled connection behind the acquires queued there, its
-// NodeTimeout runs out in the queue, and the key stays until its TTL.
-// With PoolSize 1000 on the slow clients the same burst leaves none. It
-// runs only with DLOCK_KNOWN_ISSUES=1 until the library handles it.
+// slow node is eventually undone. (A release waits for a pooled connection
+// behind the acquires queued there; with only the node timeout as its
+// budget it gave up in the queue and left the key until its TTL. Releases
+// now get the TTL as their budget.)
 func TestIntegration_burst_on_slow_nodes_leaves_no_key(t *testing.T) {
-	if os.Getenv("DLOCK_KNOWN_ISSUES") != "1" {
-		t.Skip("known issue: releases on an overloaded slow node time out in the pool queue; set DLOCK_KNOWN_ISSUES=1 to run")
-	}
 	const (
 		delay       = 20 * time.Millisecond
 		nodeTimeout = 300 * time.Millisecond

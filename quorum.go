@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 )
 
@@ -99,7 +100,7 @@ type round struct {
 	callCtx context.Context
 	// decide bounds the wait for the replies, on the Redlock's clock.
 	decide time.Duration
-	// budget bounds each node call, from the moment it starts.
+	// budget bounds the node calls, from the start of the round.
 	budget time.Duration
 	op     nodeOp
 }
@@ -109,35 +110,51 @@ var errBusy = errors.New("skipped: this lock's previous calls to the node have n
 // start launches rd.op on the nodes, one goroutine per node, each after
 // the last call on its lane, and returns the channel on which their replies
 // arrive (buffered, so a reply nobody reads never blocks) and which nodes
-// the call was sent to. It updates rd.lanes in place.
+// the call was sent to. It updates rd.lanes in place. The calls share one
+// context whose deadline is rd.budget from now; it is cancelled once the
+// last of them has returned.
 func (r *Redlock) start(rd round) (chan reply, []bool) {
 	replies := make(chan reply, len(r.nodes))
 	sent := make([]bool, len(r.nodes))
-	for i, node := range r.nodes {
+	var send []int
+	for i := range r.nodes {
 		if rd.only != nil && !rd.only[i] {
 			continue
 		}
-		ln := &rd.lanes[i]
-		if !rd.must && !closed(ln.prev) {
+		if !rd.must && !closed(rd.lanes[i].prev) {
 			replies <- reply{node: i, err: errBusy}
 			continue
 		}
+		sent[i] = true
+		send = append(send, i)
+	}
+	if len(send) == 0 {
+		return replies, sent
+	}
+	cctx, cancel := r.clock.WithTimeout(rd.callCtx, rd.budget)
+	var running atomic.Int32
+	running.Store(int32(len(send)))
+	for _, i := range send {
+		ln := &rd.lanes[i]
 		prev, done := ln.last, make(chan struct{})
 		ln.prev, ln.last = ln.last, done
-		sent[i] = true
+		node := r.nodes[i]
 		go func() {
 			defer close(done)
+			defer func() {
+				if running.Add(-1) == 0 {
+					cancel()
+				}
+			}()
 			if prev != nil {
 				select {
 				case <-prev:
-				case <-rd.callCtx.Done():
-					replies <- reply{node: i, err: rd.callCtx.Err()}
+				case <-cctx.Done():
+					replies <- reply{node: i, err: cctx.Err()}
 					return
 				}
 			}
-			cctx, cancel := r.clock.WithTimeout(rd.callCtx, rd.budget)
 			ok, err := callNode(cctx, node, rd.op)
-			cancel()
 			replies <- reply{node: i, ok: ok, err: err}
 		}()
 	}
