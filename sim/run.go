@@ -1,0 +1,230 @@
+package sim
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// Result is the checker's verdict on one run, with the run's trace.
+type Result struct {
+	Class  string
+	Seed   int64
+	Expect Expect
+
+	Acquisitions int // successful Lock calls
+	Operations   int // operations on the resource
+	// Faults counts each kind of injected fault, by name: drop, slow (a message
+	// delayed beyond the node timeout), partition,
+	// crash, jump, pause.
+	Faults map[string]int
+	// Violations counts resource operations made by one client while
+	// another held the lock by its own successful acquisition, in true time.
+	Violations int
+	// LivenessFailures counts clients that did not acquire the lock within
+	// the scenario's Liveness after the last fault healed.
+	LivenessFailures int
+	// ClosestHandover is the smallest gap, in true time, between the end of
+	// one client's hold and the start of the next hold by another client
+	// that began after it; negative when two holds overlapped. It shows how
+	// close a run came to a violation (0 when there was no handover).
+	ClosestHandover time.Duration
+	// Healed is when the last fault ended, since the start (0: no fault).
+	Healed time.Duration
+	// Simulated is the simulated length of the run.
+	Simulated time.Duration
+	// Trace is the run's event trace: a header, then one line per event
+	// ordered by true time (ties by text), with the checker's findings
+	// (VIOLATION, LIVENESS) after the events of their instant. RunMany drops
+	// it unless asked to keep it; TraceHash stays.
+	Trace []string
+	// TraceHash is the SHA-256 of the trace (each line and a newline), in hex.
+	TraceHash string
+}
+
+// FaultTotal is the number of faults of every kind.
+func (r *Result) FaultTotal() int {
+	n := 0
+	for _, v := range r.Faults {
+		n += v
+	}
+	return n
+}
+
+// Verdict is "UNSAFE" when the run showed a violation, "stuck" when it
+// showed none but a client failed to acquire after the faults healed, and
+// "safe" otherwise.
+func (r *Result) Verdict() string {
+	switch {
+	case r.Violations > 0:
+		return "UNSAFE"
+	case r.LivenessFailures > 0:
+		return "stuck"
+	}
+	return "safe"
+}
+
+// Offends reports whether this run, on its own, contradicts its class's
+// expectation: a violation or liveness failure in a safe class, or no
+// violation in an unsafe one.
+func (r *Result) Offends() bool {
+	if r.Expect == Unsafe {
+		return r.Violations == 0
+	}
+	return r.Violations > 0 || r.LivenessFailures > 0
+}
+
+// hashTrace is the SHA-256 of the lines, each followed by a newline, in hex.
+func hashTrace(lines []string) string {
+	h := sha256.New()
+	for _, l := range lines {
+		h.Write([]byte(l))
+		h.Write([]byte{'\n'})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Summary is one line describing the run.
+func (r *Result) Summary() string {
+	var fs []string
+	for _, k := range faultNames {
+		if n := r.Faults[k]; n > 0 {
+			fs = append(fs, fmt.Sprintf("%s:%d", k, n))
+		}
+	}
+	if len(fs) == 0 {
+		fs = []string{"none"}
+	}
+	return fmt.Sprintf("class=%s seed=%d simulated=%v acquisitions=%d operations=%d faults=%s violations=%d closest_handover=%v liveness_failures=%d healed=%s expected=%s verdict=%s trace_sha256=%s",
+		r.Class, r.Seed, r.Simulated, r.Acquisitions, r.Operations, strings.Join(fs, ","),
+		r.Violations, r.ClosestHandover, r.LivenessFailures, strings.TrimSpace(stamp(r.Healed)), r.Expect, r.Verdict(), r.TraceHash)
+}
+
+// ReplayCommand is the command that replays this run with its trace.
+func (r *Result) ReplayCommand() string {
+	return fmt.Sprintf("make sim CLASS=%s SEED=%d TRACE=1", r.Class, r.Seed)
+}
+
+// Run runs scenario sc with seed in a new synctest bubble and returns the
+// checker's result. It must be called from a test (or a test binary built by
+// testing.Main), not from inside a bubble. An error in the scenario fails t.
+func Run(t *testing.T, sc Scenario, seed int64) *Result {
+	t.Helper()
+	var res *Result
+	synctest.Test(t, func(t *testing.T) {
+		w, err := newWorld(sc, seed)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		w.run()
+		res = w.result()
+	})
+	if res == nil {
+		t.Fatalf("sim: %s seed %d: no result", sc.Name, seed)
+	}
+	return res
+}
+
+// stamp formats an offset from the start of the run, like "  12.345678901".
+func stamp(d time.Duration) string {
+	sign := " "
+	if d < 0 {
+		sign, d = "-", -d
+	}
+	return fmt.Sprintf("%s%3d.%09d", sign, d/time.Second, d%time.Second)
+}
+
+// result runs the checker over the records of a finished run.
+func (w *world) result() *Result {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	r := &Result{
+		Class: w.sc.Name, Seed: int64(w.seed), Expect: w.sc.Expect,
+		Acquisitions: len(w.holds), Operations: len(w.ops),
+		Faults:    map[string]int{},
+		Simulated: time.Since(w.start),
+	}
+	for k, n := range w.faults {
+		r.Faults[faultNames[k]] = n
+	}
+	if !w.healed.IsZero() {
+		r.Healed = w.healed.Sub(w.start)
+	}
+
+	// Mutual exclusion, in true time.
+	var findings []event
+	for _, o := range w.ops {
+		for hi, h := range w.holds {
+			if h.client != o.client && !o.at.Before(h.acq) && o.at.Before(h.end) {
+				r.Violations++
+				own := w.holds[o.hold]
+				findings = append(findings, event{o.at.Sub(w.start), true, fmt.Sprintf(
+					"VIOLATION: c%d operates (its hold: acquired at %s, until %s) while c%d holds (hold #%d: acquired at %s, until %s)",
+					o.client, stamp(own.acq.Sub(w.start)), stamp(own.end.Sub(w.start)), h.client, hi, stamp(h.acq.Sub(w.start)), stamp(h.end.Sub(w.start)))})
+				break
+			}
+		}
+	}
+
+	first := true
+	for _, b := range w.holds {
+		for _, a := range w.holds {
+			if a.client != b.client && a.acq.Before(b.acq) {
+				if g := b.acq.Sub(a.end); first || g < r.ClosestHandover {
+					r.ClosestHandover, first = g, false
+				}
+			}
+		}
+	}
+
+	// Liveness: every client acquires within Liveness of the last heal
+	// (or was holding when it healed).
+	healed := w.start
+	if !w.healed.IsZero() {
+		healed = w.healed
+	}
+	deadline := healed.Add(w.sc.Liveness)
+	for c := range w.sc.Clients {
+		ok := false
+		for _, h := range w.holds {
+			if h.client == c && ((!h.acq.Before(healed) && !h.acq.After(deadline)) || (h.acq.Before(healed) && h.end.After(healed))) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			r.LivenessFailures++
+			findings = append(findings, event{deadline.Sub(w.start), true, fmt.Sprintf(
+				"LIVENESS: c%d did not acquire within %v after the last fault healed at %s", c, w.sc.Liveness, stamp(healed.Sub(w.start)))})
+		}
+	}
+
+	evs := append(slices.Clone(w.events), findings...)
+	slices.SortStableFunc(evs, func(a, b event) int {
+		switch {
+		case a.at != b.at:
+			return cmp.Compare(a.at, b.at)
+		case a.finding != b.finding:
+			if a.finding {
+				return 1
+			}
+			return -1
+		}
+		return strings.Compare(a.text, b.text)
+	})
+	r.Trace = make([]string, 0, len(evs)+1)
+	r.Trace = append(r.Trace, fmt.Sprintf("# class=%s seed=%d: %s; %d nodes, %d clients, TTL %v, node timeout %v",
+		w.sc.Name, w.seed, w.sc.About, w.sc.Nodes, w.sc.Clients, w.sc.TTL, w.sc.NodeTimeout))
+	for _, e := range evs {
+		r.Trace = append(r.Trace, stamp(e.at)+"  "+e.text)
+	}
+	r.TraceHash = hashTrace(r.Trace)
+	return r
+}

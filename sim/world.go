@@ -1,0 +1,338 @@
+package sim
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/charconstpointer/dlock"
+)
+
+// resourceKey is the one lock every client contends for.
+const resourceKey = "resource"
+
+// event is one line of the trace, at a true instant relative to the start.
+type event struct {
+	at      time.Duration
+	finding bool // the checker's, listed after the events of its instant
+	text    string
+}
+
+// link is the state of one client–node connection: messages are delivered
+// in order in each direction, like on one TCP connection.
+type link struct {
+	lastReq, lastResp time.Time
+}
+
+// partition cuts clients from nodes during [from, to).
+type partition struct {
+	from, to time.Time
+	clients  []bool
+	nodes    []bool
+}
+
+// hold is one successful acquisition: from the moment Lock returned until
+// the holder began to release or its validity (by its own clock) ended.
+type hold struct {
+	client, n int
+	value     string
+	acq, end  time.Time
+}
+
+// resourceOp is one operation on the shared resource.
+type resourceOp struct {
+	client, hold int
+	at           time.Time
+}
+
+// simClient is one client with its own clock and Redlock.
+type simClient struct {
+	id    int
+	clock *skewClock
+	rl    *dlock.Redlock
+}
+
+// world is one run: nodes, network, clients, faults and the records the
+// checker reads. It lives inside one synctest bubble.
+type world struct {
+	sc    Scenario
+	seed  uint64
+	start time.Time
+	end   time.Time
+
+	nodes      []*node
+	clients    []*simClient
+	partitions []partition
+
+	inflight atomic.Int64 // deliver goroutines running
+
+	mu     sync.Mutex // guards what follows
+	links  [][]link   // [client][node]
+	events []event
+	holds  []hold
+	ops    []resourceOp
+	faults [numFaultKinds]int
+	healed time.Time // when the last fault ended
+}
+
+// faultKind counts one kind of injected fault.
+type faultKind int
+
+const (
+	faultDrop faultKind = iota
+	faultSlow
+	faultPartition
+	faultCrash
+	faultJump
+	faultPause
+	numFaultKinds
+)
+
+var faultNames = [numFaultKinds]string{"drop", "slow", "partition", "crash", "jump", "pause"}
+
+func (w *world) h(vals ...uint64) uint64 { return hashOf(append([]uint64{w.seed}, vals...)...) }
+
+// logf records a trace line at the current instant.
+func (w *world) logf(format string, args ...any) {
+	w.logAt(time.Now(), format, args...)
+}
+
+func (w *world) logAt(t time.Time, format string, args ...any) {
+	e := event{at: t.Sub(w.start), text: fmt.Sprintf(format, args...)}
+	w.mu.Lock()
+	w.events = append(w.events, e)
+	w.mu.Unlock()
+}
+
+// fault counts a fault that ends (heals) at healed.
+func (w *world) fault(k faultKind, healed time.Time) {
+	w.mu.Lock()
+	w.faults[k]++
+	if healed.After(w.healed) {
+		w.healed = healed
+	}
+	w.mu.Unlock()
+}
+
+// newWorld builds the world of seed; it must run inside a synctest bubble.
+func newWorld(sc Scenario, seed int64) (*world, error) {
+	if err := sc.validate(); err != nil {
+		return nil, err
+	}
+	start := time.Now().Round(0)
+	w := &world{sc: sc, seed: uint64(seed), start: start, end: atSlot(start.Add(sc.Duration()), slotEnd)}
+	for i := range sc.Nodes {
+		w.nodes = append(w.nodes, &node{
+			id:      i,
+			persist: unit(w.h(tagPersist, uint64(i))) < sc.PersistProb,
+			up:      true,
+			store:   map[string]entry{},
+			clock:   w.skew(tagNodeClock, i, sc.NodeRate, sc.NodeOffset, sc.fixedNodeRate),
+		})
+	}
+	w.links = make([][]link, sc.Clients)
+	for c := range sc.Clients {
+		w.links[c] = make([]link, sc.Nodes)
+		clk := newSkewClock(w.skew(tagClientClock, c, sc.ClientRate, sc.ClientOffset, sc.fixedClientRate))
+		stubs := make([]dlock.Node, sc.Nodes)
+		for n := range stubs {
+			stubs[n] = &stub{w: w, c: c, n: n}
+		}
+		rl, err := dlock.New(stubs,
+			dlock.WithClock(clk),
+			dlock.WithRand(newSeededReader(w.h(tagRand, uint64(c)))),
+			dlock.WithNodeTimeout(sc.NodeTimeout),
+			dlock.WithDefaults(
+				dlock.WithTTL(sc.TTL),
+				dlock.WithRetryInterval(sc.RetryInterval),
+				dlock.WithRetryLimit(-1),
+				dlock.WithDriftFactor(dlock.DefaultDriftFactor),
+			),
+		)
+		if err != nil {
+			return nil, fmt.Errorf("sim: dlock.New: %w", err)
+		}
+		w.clients = append(w.clients, &simClient{id: c, clock: clk, rl: rl})
+	}
+	w.planPartitions()
+	return w, nil
+}
+
+// skew draws a clock for actor i: rate in [-rate, rate] (or fixed), offset
+// in [-offset, offset].
+func (w *world) skew(tag uint64, i int, rate float64, offset time.Duration, fixed *float64) skew {
+	s := skew{epoch: w.start}
+	if fixed != nil {
+		s.rate = *fixed
+	} else if rate > 0 {
+		s.rate = (2*unit(w.h(tag, uint64(i), 1)) - 1) * rate
+	}
+	if offset > 0 {
+		s.offset = between(w.h(tag, uint64(i), 2), -offset, offset)
+	}
+	return s
+}
+
+// run runs the world to its end and waits for every client.
+func (w *world) run() {
+	ctx, cancel := context.WithDeadline(context.Background(), w.end)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, c := range w.clients {
+		wg.Go(func() { w.client(ctx, c) })
+	}
+	if w.sc.Crash != NoCrash || w.sc.ClockJump {
+		wg.Go(w.injectNodeFaults)
+	}
+	wg.Wait()
+	// A bubble ends in deadlock if its main goroutine returns while others
+	// still wait on timers. The library's background calls (releases after
+	// a round) end with their messages, so wait until none is in flight.
+	for {
+		time.Sleep(time.Second)
+		if w.inflight.Load() == 0 {
+			return
+		}
+	}
+}
+
+// inWindow reports whether t lies in the fault window.
+func (w *world) inWindow(t time.Time) bool { return t.Sub(w.start) < w.sc.FaultWindow }
+
+// dropped reports whether the message sent at t with hash h is lost.
+func (w *world) dropped(t time.Time, h uint64) bool {
+	return w.sc.DropProb > 0 && w.inWindow(t) && unit(h) < w.sc.DropProb
+}
+
+// latency draws a one-way latency for a message sent at t from h. Tail
+// latencies happen only in the fault window.
+func (w *world) latency(t time.Time, h uint64) time.Duration {
+	sc := &w.sc
+	if sc.TailProb > 0 && w.inWindow(t) && unit(hashOf(h, tagTail)) < sc.TailProb {
+		u := 1 - unit(hashOf(h, tagTail, 1))
+		d := time.Duration(float64(sc.TailMin) * math.Pow(u, -1/0.8))
+		return min(d, sc.TailMax)
+	}
+	return between(h, sc.LatencyMin, sc.LatencyMax)
+}
+
+// slow counts a message delayed beyond the node timeout as a fault.
+func (w *world) slow(lat time.Duration, arrive time.Time) {
+	if lat > w.sc.NodeTimeout {
+		w.fault(faultSlow, arrive)
+	}
+}
+
+// cut reports whether the link between client c and node n is cut at t.
+func (w *world) cut(c, n int, t time.Time) bool {
+	for _, p := range w.partitions {
+		if !t.Before(p.from) && t.Before(p.to) && p.clients[c] && p.nodes[n] {
+			return true
+		}
+	}
+	return false
+}
+
+// result is a node call's outcome as seen by the client.
+type result struct {
+	ok  bool
+	err error
+}
+
+// stub is client c's handle on node n: a dlock.Node whose calls travel over
+// the simulated network to the shared node.
+type stub struct {
+	w    *world
+	c, n int
+}
+
+func (s *stub) Acquire(ctx context.Context, key, value string, ttl time.Duration) (bool, error) {
+	return s.w.call(ctx, s.c, s.n, opAcquire, key, value, ttl)
+}
+
+func (s *stub) Extend(ctx context.Context, key, value string, ttl time.Duration) (bool, error) {
+	return s.w.call(ctx, s.c, s.n, opExtend, key, value, ttl)
+}
+
+func (s *stub) Release(ctx context.Context, key, value string) (bool, error) {
+	return s.w.call(ctx, s.c, s.n, opRelease, key, value, 0)
+}
+
+// call sends one operation from client c to node n and waits for the reply
+// or for ctx. The message's fate (latency, loss) is a hash of the seed, the
+// link, the operation, the value and the instant of the call, so it does not
+// depend on the order in which goroutines make calls.
+func (w *world) call(ctx context.Context, c, n int, o op, key, value string, ttl time.Duration) (bool, error) {
+	now := time.Now()
+	h := w.h(uint64(c), uint64(n), uint64(o), strHash(value), uint64(now.UnixNano()))
+	lat := w.latency(now, hashOf(h, tagReqLatency))
+	w.mu.Lock()
+	ln := &w.links[c][n]
+	arrive := atSlot(later(now.Add(lat), ln.lastReq.Add(1)), slotReq(c, o))
+	ln.lastReq = arrive
+	w.mu.Unlock()
+	w.slow(lat, arrive)
+	giveUp := atSlot(now.Add(2*w.sc.NodeTimeout), slotGiveUp)
+	reply := make(chan result, 1)
+	w.inflight.Add(1)
+	go func() {
+		defer w.inflight.Add(-1)
+		w.deliver(c, n, o, key, value, ttl, h, arrive, giveUp, reply)
+	}()
+	select {
+	case r := <-reply:
+		return r.ok, r.err
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+}
+
+// deliver carries one request to its node and the reply back.
+func (w *world) deliver(c, n int, o op, key, value string, ttl time.Duration, h uint64, arrive, giveUp time.Time, reply chan<- result) {
+	lose := func(why string) {
+		w.logf("c%d -> n%d %s v=%s: %s", c, n, o, short(value), why)
+		sleepUntil(giveUp)
+		reply <- result{err: errNoReply}
+	}
+	sleepUntil(arrive)
+	if w.dropped(arrive, hashOf(h, tagReqDrop)) {
+		w.fault(faultDrop, arrive)
+		lose("request dropped")
+		return
+	}
+	if w.cut(c, n, arrive) {
+		lose("request cut by partition")
+		return
+	}
+	ok, what, err := w.nodes[n].apply(arrive, o, key, value, ttl)
+	w.logf("n%d %s c%d v=%s: %s", n, o, c, short(value), what)
+
+	lat := w.latency(arrive, hashOf(h, tagRespLatency))
+	w.mu.Lock()
+	ln := &w.links[c][n]
+	back := atSlot(later(arrive.Add(lat), ln.lastResp.Add(1)), slotResp(c, n, o))
+	ln.lastResp = back
+	w.mu.Unlock()
+	w.slow(lat, back)
+	sleepUntil(back)
+	if w.dropped(back, hashOf(h, tagRespDrop)) {
+		w.fault(faultDrop, back)
+		lose("reply dropped")
+		return
+	}
+	if w.cut(c, n, back) {
+		lose("reply cut by partition")
+		return
+	}
+	reply <- result{ok: ok, err: err}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
