@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# redis-nodes.sh starts and stops independent, throwaway redis-server nodes on
+# free 127.0.0.1 ports, for integration tests and benchmarks.
+#
+#   scripts/redis-nodes.sh start <count> <dir>   start <count> nodes; pid, log and
+#                                                port files go in <dir>; <dir>/addrs
+#                                                gets "127.0.0.1:p1,127.0.0.1:p2,..."
+#   scripts/redis-nodes.sh stop <dir>            stop every node started in <dir>
+#                                                and wait until they have exited
+#
+# Nodes keep no data on disk (--save "" --appendonly no) and run daemonized.
+# redis-server is installed with apt-get when it is missing.
+# Environment: REDIS_NODES_PORT_MIN/REDIS_NODES_PORT_MAX bound the ports tried
+# (default 20000-32000, below Linux's usual ephemeral range).
+set -euo pipefail
+
+prog=${0##*/}
+
+die() {
+	echo "$prog: $*" >&2
+	exit 1
+}
+
+usage() {
+	echo "usage: $prog start <count> <dir> | stop <dir>" >&2
+	exit 2
+}
+
+# alive PID: true while PID is a running (not zombie) redis-server process.
+# Daemonized nodes are reparented to PID 1, which in a container may never
+# reap them, so a zombie counts as gone.
+alive() {
+	local pid=$1 comm state
+	[[ $pid =~ ^[0-9]+$ ]] || return 1
+	if [[ -d /proc ]] && [[ -r /proc/self/stat ]]; then
+		[[ -r /proc/$pid/stat ]] || return 1
+		comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
+		[[ $comm == redis-server* ]] || return 1 # pid reused by something else
+		state=$(sed -E 's/^.*\) ([A-Za-z]).*$/\1/' "/proc/$pid/stat" 2>/dev/null) || return 1
+		[[ $state != Z && $state != X ]]
+	else
+		kill -0 "$pid" 2>/dev/null
+	fi
+}
+
+ensure_redis() {
+	if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
+		return 0
+	fi
+	echo "$prog: redis-server not found; installing it with apt-get" >&2
+	local sudo=()
+	if [[ $(id -u) != 0 ]]; then
+		command -v sudo >/dev/null || die "redis-server is missing and not root (no sudo) to install it"
+		sudo=(sudo)
+	fi
+	# Keep the package's own service from starting: we run our own nodes.
+	local policy=/usr/sbin/policy-rc.d made_policy=0
+	if [[ ! -e $policy ]]; then
+		printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
+		"${sudo[@]}" chmod +x "$policy"
+		made_policy=1
+	fi
+	local rc=0
+	{
+		"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+			"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+	} || rc=$?
+	if ((made_policy)); then
+		"${sudo[@]}" rm -f "$policy"
+	fi
+	((rc == 0)) || die "apt-get install redis-server failed (exit $rc)"
+	command -v redis-server >/dev/null && command -v redis-cli >/dev/null ||
+		die "redis-server or redis-cli still missing after apt-get install"
+}
+
+# port_in_use PORT: true when something accepts connections on 127.0.0.1:PORT.
+port_in_use() {
+	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# start_node I PORT: starts node I on PORT and waits until it answers; fails
+# (after cleaning up) when the port was taken or the node did not come up.
+start_node() {
+	local i=$1 port=$2
+	local pidf="$dir/node$i.pid" logf="$dir/node$i.log"
+	rm -f "$pidf"
+	local off=0
+	[[ -e $logf ]] && off=$(wc -c <"$logf")
+	# redis-server writes its pid file only after it has bound the port, so
+	# a pid file means this process owns the port.
+	redis-server --port "$port" --bind 127.0.0.1 \
+		--daemonize yes --pidfile "$pidf" --logfile "$logf" --dir "$dir" \
+		--save "" --appendonly no --dbfilename "node$i.rdb" \
+		>>"$logf" 2>&1 || return 1
+	local pid="" tries=0
+	while ((tries < 200)); do # up to ~10s
+		if [[ -s $pidf ]]; then
+			pid=$(<"$pidf")
+			if alive "$pid" && [[ $(timeout 2 redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null) == PONG ]]; then
+				# Make sure the node answering is ours, not a stranger's.
+				local got
+				got=$(timeout 2 redis-cli -h 127.0.0.1 -p "$port" info server 2>/dev/null |
+					tr -d '\r' | sed -n 's/^process_id://p')
+				if [[ $got == "$pid" ]]; then
+					echo "$port" >"$dir/node$i.port"
+					return 0
+				fi
+			fi
+		elif [[ -n $pid ]] || tail -c +"$((off + 1))" "$logf" 2>/dev/null |
+			grep -qiE 'Address already in use|Could not create server TCP'; then
+			# Port taken (the log is shared by all attempts: read only ours).
+			break
+		fi
+		sleep 0.05
+		tries=$((tries + 1))
+	done
+	if [[ -s $pidf ]]; then
+		pid=$(<"$pidf")
+		alive "$pid" && kill -KILL "$pid" 2>/dev/null || true
+	fi
+	rm -f "$pidf"
+	return 1
+}
+
+cmd_start() {
+	(($# == 2)) || usage
+	local count=$1
+	[[ $count =~ ^[1-9][0-9]*$ ]] || die "count must be a positive integer, got '$count'"
+	mkdir -p "$2"
+	dir=$(cd "$2" && pwd)
+	for f in "$dir"/node*.pid; do
+		[[ -e $f ]] || continue
+		if alive "$(<"$f")"; then
+			die "nodes already running in $dir; run '$prog stop $dir' first"
+		fi
+		rm -f "$f"
+	done
+	rm -f "$dir"/node*.port "$dir/addrs"
+	ensure_redis
+
+	# On any failure, stop what this call started.
+	trap 'cmd_stop "$dir" >/dev/null 2>&1 || true' ERR
+
+	local lo=${REDIS_NODES_PORT_MIN:-20000} hi=${REDIS_NODES_PORT_MAX:-32000}
+	local i port attempts addrs=()
+	for ((i = 1; i <= count; i++)); do
+		attempts=0
+		while :; do
+			attempts=$((attempts + 1))
+			if ((attempts > 50)); then
+				echo "$prog: could not start node $i; last log lines:" >&2
+				tail -n 5 "$dir/node$i.log" >&2 2>/dev/null || true
+				cmd_stop "$dir" >/dev/null 2>&1 || true
+				die "gave up after 50 attempts"
+			fi
+			port=$((lo + (RANDOM * 32768 + RANDOM) % (hi - lo + 1)))
+			port_in_use "$port" && continue
+			start_node "$i" "$port" && break
+		done
+		addrs+=("127.0.0.1:$port")
+	done
+	trap - ERR
+	local IFS=,
+	echo "${addrs[*]}" >"$dir/addrs"
+	echo "${addrs[*]}"
+}
+
+cmd_stop() {
+	(($# == 1)) || usage
+	local d=$1
+	[[ -d $d ]] || return 0
+	local f pid pids=()
+	for f in "$d"/node*.pid; do
+		[[ -e $f ]] || continue
+		pid=$(<"$f") || continue
+		if alive "$pid"; then
+			kill -TERM "$pid" 2>/dev/null || true
+			pids+=("$pid")
+		fi
+	done
+	# Wait up to ~10s for a clean exit, then force it.
+	local tries=0 left
+	while :; do
+		left=()
+		for pid in ${pids[@]+"${pids[@]}"}; do
+			alive "$pid" && left+=("$pid")
+		done
+		((${#left[@]} == 0)) && break
+		if ((tries == 200)); then
+			kill -KILL "${left[@]}" 2>/dev/null || true
+		elif ((tries > 300)); then
+			die "could not stop redis-server pids: ${left[*]}"
+		fi
+		sleep 0.05
+		tries=$((tries + 1))
+	done
+	rm -f "$d"/node*.pid "$d"/node*.port "$d"/node*.rdb "$d/addrs"
+}
+
+(($# >= 1)) || usage
+case $1 in
+start)
+	shift
+	cmd_start "$@"
+	;;
+stop)
+	shift
+	cmd_stop "$@"
+	;;
+*) usage ;;
+esac
