@@ -19,6 +19,9 @@ type fakeNode struct {
 	flaky  int             // every flaky-th call fails (0: never)
 	refuse bool            // Acquire and Extend answer ok=false
 	panics bool            // each call panics
+	// lateApply makes Acquire fail at once but set the key this much later,
+	// as a command does that reaches the server after its client gave up.
+	lateApply time.Duration
 
 	mu    sync.Mutex
 	keys  map[string]entry
@@ -106,6 +109,21 @@ func (n *fakeNode) live(key string) (entry, bool) {
 }
 
 func (n *fakeNode) Acquire(ctx context.Context, key, value string, ttl time.Duration) (bool, error) {
+	if n.lateApply > 0 {
+		go func() {
+			time.Sleep(n.lateApply)
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			n.record("acquire", key)
+			if _, ok := n.live(key); !ok {
+				if n.keys == nil {
+					n.keys = map[string]entry{}
+				}
+				n.keys[key] = entry{value: value, expires: time.Now().Add(ttl)}
+			}
+		}()
+		return false, fmt.Errorf("reply lost: %w", errFake)
+	}
 	if err := n.enter(ctx); err != nil {
 		return false, err
 	}

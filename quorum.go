@@ -66,21 +66,27 @@ func (t *tally) String() string {
 // still waiting is skipped instead (see round.must), so a hung node cannot
 // pile up calls.
 type lane struct {
-	last chan struct{} // closed when the last call queued here has ended (nil: none)
-	prev chan struct{} // the same for the call before it
+	last *call // the last call queued here (nil: none)
+	prev *call // the call before it
+}
+
+// call is one node call on a lane.
+type call struct {
+	done   chan struct{} // closed when the call has returned
+	failed bool          // the call returned an error; written before done closes
 }
 
 // lanes are the lanes of one lock, one per node, owned by one goroutine at
 // a time (the Lock call, then the Lock handle under its opMu).
 type lanes []lane
 
-// closed reports whether ch is nil or closed.
-func closed(ch chan struct{}) bool {
-	if ch == nil {
+// ended reports whether c is nil or has returned.
+func (c *call) ended() bool {
+	if c == nil {
 		return true
 	}
 	select {
-	case <-ch:
+	case <-c.done:
 		return true
 	default:
 		return false
@@ -121,7 +127,7 @@ func (r *Redlock) start(rd round) (chan reply, []bool) {
 		if rd.only != nil && !rd.only[i] {
 			continue
 		}
-		if !rd.must && !closed(rd.lanes[i].prev) {
+		if !rd.must && !rd.lanes[i].prev.ended() {
 			replies <- reply{node: i, err: errBusy}
 			continue
 		}
@@ -136,11 +142,11 @@ func (r *Redlock) start(rd round) (chan reply, []bool) {
 	running.Store(int32(len(send)))
 	for _, i := range send {
 		ln := &rd.lanes[i]
-		prev, done := ln.last, make(chan struct{})
-		ln.prev, ln.last = ln.last, done
+		prev, c := ln.last, &call{done: make(chan struct{})}
+		ln.prev, ln.last = ln.last, c
 		node := r.nodes[i]
 		go func() {
-			defer close(done)
+			defer close(c.done)
 			defer func() {
 				if running.Add(-1) == 0 {
 					cancel()
@@ -148,17 +154,38 @@ func (r *Redlock) start(rd round) (chan reply, []bool) {
 			}()
 			if prev != nil {
 				select {
-				case <-prev:
+				case <-prev.done:
 				case <-cctx.Done():
+					c.failed = true
 					replies <- reply{node: i, err: cctx.Err()}
 					return
 				}
 			}
 			ok, err := callNode(cctx, node, rd.op)
+			c.failed = err != nil
 			replies <- reply{node: i, ok: ok, err: err}
+			if rd.must && prev != nil && prev.failed && !ok && err == nil {
+				// The call before this release failed, so its outcome is
+				// unknown: it may still reach the node after this release,
+				// say on another pooled connection once its own was cut at a
+				// deadline. Release once more, a node timeout later.
+				r.releaseAgain(cctx, node, rd)
+			}
 		}()
 	}
 	return replies, sent
+}
+
+// releaseAgain repeats a release on node once rd.decide has passed, unless
+// ctx ends first.
+func (r *Redlock) releaseAgain(ctx context.Context, node Node, rd round) {
+	t := r.clock.Timer(rd.decide)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		_, _ = callNode(ctx, node, rd.op)
+	case <-ctx.Done():
+	}
 }
 
 // fanout runs rd on every node in parallel and returns as soon as the

@@ -192,6 +192,25 @@ func TestLock_early_decision_failure_does_not_wait_for_hung_nodes(t *testing.T) 
 	})
 }
 
+func TestLock_failed_acquire_applied_late_is_released(t *testing.T) {
+	bubble(t, func(t *testing.T) {
+		fs := fakes(3)
+		fs[0].lateApply = 5 * time.Millisecond // fails, then sets the key behind the release
+		fs[1].set("k", "other", time.Hour)
+		fs[2].set("k", "other", time.Hour)
+		r := mustNew(t, fs, dlock.WithNodeTimeout(50*time.Millisecond))
+		_, err := r.TryLock(t.Context(), "k", "v", dlock.WithTTL(10*time.Second))
+		if !errors.Is(err, dlock.ErrNotAcquired) {
+			t.Fatalf("err = %v, want ErrNotAcquired", err)
+		}
+		time.Sleep(time.Second) // well within the TTL
+		synctest.Wait()
+		if got := fs[0].value("k"); got != "" {
+			t.Errorf("node 0 holds %q a second after the failed attempt, want nothing", got)
+		}
+	})
+}
+
 func TestLock_node_timeout_counts_as_failure(t *testing.T) {
 	bubble(t, func(t *testing.T) {
 		fs := fakes(3)
