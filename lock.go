@@ -119,9 +119,10 @@ func (l *Lock) refreshLocked(ctx context.Context) error {
 		callCtx: ctx,
 		decide:  p.nodeTimeout,
 		budget:  p.nodeTimeout,
-		op: func(ctx context.Context, n Node) (bool, error) {
-			return n.Extend(ctx, p.nodeKey, l.value, p.TTL)
-		},
+		op:      opExtend,
+		key:     p.nodeKey,
+		value:   l.value,
+		ttl:     p.TTL,
 	})
 	if t.ctxErr != nil {
 		return fmt.Errorf("dlock: refresh %q: %w", l.key, t.ctxErr)

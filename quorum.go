@@ -8,9 +8,6 @@ import (
 	"time"
 )
 
-// nodeOp is one operation on one node, such as Acquire or Release.
-type nodeOp func(ctx context.Context, n Node) (ok bool, err error)
-
 // reply is what one node's call returned.
 type reply struct {
 	node int
@@ -93,6 +90,15 @@ func (c *call) ended() bool {
 	}
 }
 
+// opKind names the node operation of a round.
+type opKind uint8
+
+const (
+	opAcquire opKind = iota
+	opExtend
+	opRelease
+)
+
 // round is one operation fanned out to the nodes of a lock.
 type round struct {
 	lanes lanes
@@ -108,88 +114,130 @@ type round struct {
 	decide time.Duration
 	// budget bounds the node calls, from the start of the round.
 	budget time.Duration
-	op     nodeOp
+
+	op         opKind
+	key, value string
+	ttl        time.Duration
 }
 
 var errBusy = errors.New("skipped: this lock's previous calls to the node have not ended")
 
-// start launches rd.op on the nodes, one goroutine per node, each after
-// the last call on its lane, and returns the channel on which their replies
-// arrive (buffered, so a reply nobody reads never blocks) and which nodes
-// the call was sent to. It updates rd.lanes in place. The calls share one
-// context whose deadline is rd.budget from now; it is cancelled once the
-// last of them has returned.
-func (r *Redlock) start(rd round) (chan reply, []bool) {
-	replies := make(chan reply, len(r.nodes))
-	sent := make([]bool, len(r.nodes))
-	var send []int
-	for i := range r.nodes {
-		if rd.only != nil && !rd.only[i] {
-			continue
-		}
-		if !rd.must && !rd.lanes[i].prev.ended() {
-			replies <- reply{node: i, err: errBusy}
-			continue
-		}
-		sent[i] = true
-		send = append(send, i)
-	}
-	if len(send) == 0 {
-		return replies, sent
-	}
-	cctx, cancel := r.clock.WithTimeout(rd.callCtx, rd.budget)
-	var running atomic.Int32
-	running.Store(int32(len(send)))
-	for _, i := range send {
-		ln := &rd.lanes[i]
-		prev, c := ln.last, &call{done: make(chan struct{})}
-		ln.prev, ln.last = ln.last, c
-		node := r.nodes[i]
-		go func() {
-			defer close(c.done)
-			defer func() {
-				if running.Add(-1) == 0 {
-					cancel()
-				}
-			}()
-			if prev != nil {
-				select {
-				case <-prev.done:
-				case <-cctx.Done():
-					c.failed = true
-					replies <- reply{node: i, err: cctx.Err()}
-					return
-				}
-			}
-			ok, err := callNode(cctx, node, rd.op)
-			c.failed = err != nil
-			replies <- reply{node: i, ok: ok, err: err}
-			if rd.must && prev != nil && prev.failed && !ok && err == nil {
-				// The call before this release failed, so its outcome is
-				// unknown: it may still reach the node after this release,
-				// say on another pooled connection once its own was cut at a
-				// deadline. Release once more, a node timeout later.
-				r.releaseAgain(cctx, node, rd)
-			}
-		}()
-	}
-	return replies, sent
+// flight is what the calls of one round share. One allocation holds it and
+// every call's lane entry, to keep the cost of a round low.
+type flight struct {
+	r        *Redlock
+	rd       round
+	ctx      context.Context // the calls' context: callCtx with the budget as deadline
+	cancel   context.CancelFunc
+	running  atomic.Int32 // calls not yet returned; the last cancels ctx
+	replies  chan reply   // buffered: a reply nobody reads never blocks
+	sent     []bool       // which nodes the call was sent to
+	answered []bool       // which nodes' replies fanout has counted
+	calls    []call
 }
 
-// releaseAgain repeats a release on node once rd.decide has passed, unless
-// ctx ends first.
-func (r *Redlock) releaseAgain(ctx context.Context, node Node, rd round) {
-	t := r.clock.Timer(rd.decide)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		_, _ = callNode(ctx, node, rd.op)
-	case <-ctx.Done():
+// start launches rd's operation on the nodes, one goroutine per node, each
+// after the last call on its lane, updating rd.lanes in place. The calls
+// share one context whose deadline is rd.budget from now; it is cancelled
+// once the last of them has returned.
+func (r *Redlock) start(rd round) *flight {
+	n := len(r.nodes)
+	f := &flight{r: r, rd: rd, replies: make(chan reply, n)}
+	flags := make([]bool, 3*n)
+	f.sent, f.answered = flags[:n:n], flags[n:2*n:2*n]
+	skip := flags[2*n:]
+	count := 0
+	for i := range n {
+		switch {
+		case rd.only != nil && !rd.only[i]:
+			skip[i] = true
+		case !rd.must && !rd.lanes[i].prev.ended():
+			skip[i] = true
+			f.replies <- reply{node: i, err: errBusy}
+		default:
+			f.sent[i] = true
+			count++
+		}
+	}
+	if count == 0 {
+		return f
+	}
+	f.ctx, f.cancel = r.clock.WithTimeout(rd.callCtx, rd.budget)
+	f.running.Store(int32(count))
+	f.calls = make([]call, n)
+	for i := range n {
+		if skip[i] {
+			continue
+		}
+		c := &f.calls[i]
+		c.done = make(chan struct{})
+		ln := &rd.lanes[i]
+		prev := ln.last
+		ln.prev, ln.last = ln.last, c
+		go f.run(i, prev)
+	}
+	return f
+}
+
+// run makes the call to node i, after prev (the lane's previous call).
+func (f *flight) run(i int, prev *call) {
+	c := &f.calls[i]
+	defer func() {
+		close(c.done)
+		if f.running.Add(-1) == 0 {
+			f.cancel()
+		}
+	}()
+	if prev != nil {
+		select {
+		case <-prev.done:
+		case <-f.ctx.Done():
+			c.failed = true
+			f.replies <- reply{node: i, err: f.ctx.Err()}
+			return
+		}
+	}
+	node := f.r.nodes[i]
+	ok, err := f.call(node)
+	c.failed = err != nil
+	f.replies <- reply{node: i, ok: ok, err: err}
+	if f.rd.must && prev != nil && prev.failed && !ok && err == nil {
+		// The call before this release failed, so its outcome is unknown:
+		// it may still reach the node after this release, say on another
+		// pooled connection once its own was cut at a deadline. Release
+		// once more, a node timeout later.
+		t := f.r.clock.Timer(f.rd.decide)
+		select {
+		case <-t.C:
+			_, _ = f.call(node)
+		case <-f.ctx.Done():
+			t.Stop()
+		}
+	}
+}
+
+// call runs the round's operation on node, turning a panic in a Node
+// implementation into an error so that one faulty backend cannot crash the
+// caller's process.
+func (f *flight) call(node Node) (ok bool, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			ok, err = false, fmt.Errorf("node panicked: %v", p)
+		}
+	}()
+	rd := &f.rd
+	switch rd.op {
+	case opAcquire:
+		return node.Acquire(f.ctx, rd.key, rd.value, rd.ttl)
+	case opExtend:
+		return node.Extend(f.ctx, rd.key, rd.value, rd.ttl)
+	default:
+		return node.Release(f.ctx, rd.key, rd.value)
 	}
 }
 
 // fanout runs rd on every node in parallel and returns as soon as the
-// outcome is decided; or once rd.timeout has passed on the Redlock's clock,
+// outcome is decided; or once rd.decide has passed on the Redlock's clock,
 // counting the nodes that have not answered as failed; or when ctx ends,
 // with tally.ctxErr set. It never waits on a hung call: calls still running
 // go on in the background. It returns which nodes the call was sent to.
@@ -198,36 +246,51 @@ func (r *Redlock) releaseAgain(ctx context.Context, node Node, rd round) {
 // Wait for every node, and the lanes already say when each call ended.
 func (r *Redlock) fanout(ctx context.Context, rd round) (tally, []bool) {
 	t := tally{n: len(r.nodes), quorum: r.quorum}
-	replies, sent := r.start(rd)
-	timer := r.clock.Timer(rd.decide)
-	defer timer.Stop()
-	answered := make([]bool, len(r.nodes))
+	f := r.start(rd)
+	// The calls' own deadline is the decision's when the two bounds agree,
+	// which saves a timer; otherwise a timer of its own.
+	var expired <-chan struct{}
+	var timeout <-chan time.Time
+	if f.ctx != nil && rd.decide == rd.budget {
+		expired = f.ctx.Done()
+	} else {
+		timer := r.clock.Timer(rd.decide)
+		defer timer.Stop()
+		timeout = timer.C
+	}
+	answered := f.answered
 	for !t.decided() && t.pending() > 0 {
 		select {
-		case rep := <-replies:
+		case rep := <-f.replies:
 			answered[rep.node] = true
 			t.add(rep)
-		case <-timer.C:
-			for i, a := range answered {
-				if !a {
-					t.add(reply{node: i, err: fmt.Errorf("no reply within %v: %w", rd.decide, context.DeadlineExceeded)})
-				}
-			}
+			continue
 		case <-ctx.Done():
 			t.ctxErr = ctx.Err()
-			return t, sent
+			return t, f.sent
+		case <-expired:
+		case <-timeout:
+		}
+		// The deadline passed, or every call returned and cancelled the
+		// context: count what has arrived, then the rest as timed out.
+		if ctx.Err() != nil {
+			t.ctxErr = ctx.Err()
+			return t, f.sent
+		}
+		for drained := false; !drained; {
+			select {
+			case rep := <-f.replies:
+				answered[rep.node] = true
+				t.add(rep)
+			default:
+				drained = true
+			}
+		}
+		for i, a := range answered {
+			if !a {
+				t.add(reply{node: i, err: fmt.Errorf("no reply within %v: %w", rd.decide, context.DeadlineExceeded)})
+			}
 		}
 	}
-	return t, sent
-}
-
-// callNode runs op on n, turning a panic in a Node implementation into an
-// error so that one faulty backend cannot crash the caller's process.
-func callNode(ctx context.Context, n Node, op nodeOp) (ok bool, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			ok, err = false, fmt.Errorf("node panicked: %v", p)
-		}
-	}()
-	return op(ctx, n)
+	return t, f.sent
 }

@@ -192,15 +192,15 @@ func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, r
 // which nodes the acquire was sent to, so that the caller can undo it.
 func (r *Redlock) attempt(ctx context.Context, key, value string, p params, ln lanes) (*Lock, tally, []bool, error) {
 	start := r.clock.Now()
-	ttl := p.TTL
 	t, sent := r.fanout(ctx, round{
 		lanes:   ln,
 		callCtx: ctx,
 		decide:  p.nodeTimeout,
 		budget:  p.nodeTimeout,
-		op: func(ctx context.Context, n Node) (bool, error) {
-			return n.Acquire(ctx, p.nodeKey, value, ttl)
-		},
+		op:      opAcquire,
+		key:     p.nodeKey,
+		value:   value,
+		ttl:     p.TTL,
 	})
 	if t.ctxErr != nil {
 		return nil, t, sent, errors.Join(append([]error{fmt.Errorf("%w: %q: %w", ErrNotAcquired, key, t.ctxErr)}, t.errs...)...)
@@ -229,9 +229,9 @@ func (r *Redlock) releaseRound(ctx context.Context, p params, value string, ln l
 		callCtx: context.WithoutCancel(ctx),
 		decide:  p.nodeTimeout,
 		budget:  max(p.TTL, p.nodeTimeout),
-		op: func(ctx context.Context, n Node) (bool, error) {
-			return n.Release(ctx, p.nodeKey, value)
-		},
+		op:      opRelease,
+		key:     p.nodeKey,
+		value:   value,
 	}
 }
 

@@ -224,9 +224,15 @@ func TestLock_node_timeout_counts_as_failure(t *testing.T) {
 		if got, want := time.Since(start), 50*time.Millisecond; got != want {
 			t.Errorf("TryLock took %v, want the node timeout %v", got, want)
 		}
-		var ne *dlock.NodeError
-		if !errors.As(err, &ne) || ne.Node != 1 || !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("err = %v, want a *NodeError for node 1 wrapping context.DeadlineExceeded", err)
+		failed := map[int]bool{}
+		for _, ne := range nodeErrors(err) {
+			if !errors.Is(ne, context.DeadlineExceeded) {
+				t.Errorf("node %d: %v, want context.DeadlineExceeded", ne.Node, ne.Err)
+			}
+			failed[ne.Node] = true
+		}
+		if !failed[1] || !failed[2] || len(failed) != 2 {
+			t.Errorf("err = %v, want a *NodeError for nodes 1 and 2", err)
 		}
 		time.Sleep(time.Second) // the releases on the hung nodes time out in the background
 		synctest.Wait()
@@ -1079,6 +1085,28 @@ func TestLock_WithDefaults(t *testing.T) {
 		}
 		synctest.Wait()
 	})
+}
+
+// nodeErrors returns every *dlock.NodeError joined into err.
+func nodeErrors(err error) []*dlock.NodeError {
+	var out []*dlock.NodeError
+	var walk func(error)
+	walk = func(err error) {
+		if ne, ok := err.(*dlock.NodeError); ok {
+			out = append(out, ne)
+			return
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				walk(e)
+			}
+		case interface{ Unwrap() error }:
+			walk(u.Unwrap())
+		}
+	}
+	walk(err)
+	return out
 }
 
 func equal(a, b []string) bool {
