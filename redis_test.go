@@ -615,32 +615,6 @@ func TestRedlock_miniredis_Refresh_after_expiry_loses_lock(t *testing.T) {
 	c.want(t, "res", "", 0)
 }
 
-// mrNodeErrors returns every *dlock.NodeError in err's tree.
-func mrNodeErrors(err error) []*dlock.NodeError {
-	var out []*dlock.NodeError
-	var walk func(error)
-	walk = func(err error) {
-		if ne, ok := err.(*dlock.NodeError); ok {
-			out = append(out, ne)
-			return
-		}
-		switch u := err.(type) {
-		case interface{ Unwrap() error }:
-			if e := u.Unwrap(); e != nil {
-				walk(e)
-			}
-		case interface{ Unwrap() []error }:
-			for _, e := range u.Unwrap() {
-				walk(e)
-			}
-		}
-	}
-	if err != nil {
-		walk(err)
-	}
-	return out
-}
-
 func TestRedlock_miniredis_node_errors_are_NodeErrors(t *testing.T) {
 	c := newMRCluster(t, 3)
 	// Retries by go-redis would only slow the test down; the node timeout
@@ -678,7 +652,7 @@ func TestRedlock_miniredis_node_errors_are_NodeErrors(t *testing.T) {
 		t.Errorf("NodeError = %+v, want Node 1 or 2 and a cause", ne)
 	}
 	var got []int
-	for _, ne := range mrNodeErrors(err) {
+	for _, ne := range nodeErrors(err) {
 		got = append(got, ne.Node)
 		if !errors.Is(err, ne.Err) {
 			t.Errorf("errors.Is(err, NodeError.Err) = false for %v", ne)
