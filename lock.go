@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -15,7 +16,7 @@ type lockState int
 
 const (
 	held     lockState = iota // acquired and within its validity
-	lost                      // a refresh missed its majority, or validity ran out
+	lost                      // a majority no longer holds it, or its validity ran out
 	released                  // Release was called
 )
 
@@ -83,8 +84,8 @@ func (l *Lock) ValidUntil() time.Time {
 }
 
 // Lost returns a channel that is closed when the lock is no longer known to
-// be held: a refresh missed its majority, the validity ran out, or the lock
-// was released.
+// be held: a refresh found that a majority no longer holds its value, the
+// validity ran out before a refresh succeeded, or the lock was released.
 func (l *Lock) Lost() <-chan struct{} { return l.lost }
 
 // Refresh extends the lock by its TTL on a majority of nodes, where they
@@ -92,9 +93,12 @@ func (l *Lock) Lost() <-chan struct{} { return l.lost }
 // round.
 //
 // Errors: an error wrapping ErrLockLost, joined with each node's *NodeError,
-// when the lock was not extended on a majority in time; the lock is then
-// lost and Lost is closed. When ctx ends first, an error wrapping ctx.Err(),
-// and the lock stays as it was.
+// when the lock is lost: a majority no longer holds its value, or its
+// validity ran out before a majority extended it; Lost is then closed. When
+// nodes failed or were too slow but no majority refused, an error joining
+// their *NodeError values that does not wrap ErrLockLost: the lock still
+// holds until ValidUntil, and Refresh may be called again. When ctx ends
+// first, an error wrapping ctx.Err(), and the lock stays as it was.
 func (l *Lock) Refresh(ctx context.Context) error {
 	if ctx == nil {
 		return invalid("ctx", "nil", "must not be nil")
@@ -138,20 +142,39 @@ func (l *Lock) refreshLocked(ctx context.Context) error {
 		l.setValidUntilLocked(validUntil(start, p.TTL, p.DriftFactor))
 		return nil
 	}
-	head := fmt.Errorf("%w: %q: refresh: %s", ErrLockLost, l.key, &t)
-	if t.won() {
+	var head error
+	switch {
+	case t.won():
 		head = fmt.Errorf("%w: %q: refresh: %s, but no validity left (%v after drift)", ErrLockLost, l.key, &t, left)
+	case t.refused > t.n-t.quorum:
+		head = fmt.Errorf("%w: %q: refresh: %s: a majority no longer holds the lock", ErrLockLost, l.key, &t)
+	case !r.clock.Now().Before(l.validUntil):
+		head = fmt.Errorf("%w: %q: refresh: %s, and the validity ran out", ErrLockLost, l.key, &t)
+	default:
+		// Nodes failed or were slow, but no majority refused: the lock
+		// still holds until its current validity, and may be refreshed
+		// again before then.
+		return errors.Join(append([]error{fmt.Errorf("dlock: refresh %q: %s; the lock holds until %s",
+			l.key, &t, l.validUntil.Format(time.RFC3339Nano))}, t.errs...)...)
 	}
-	l.loseLocked("refresh missed its majority")
+	l.loseLocked("refresh failed")
 	return errors.Join(append([]error{head}, t.errs...)...)
 }
 
+// minRefreshRetry is the least pause before auto-refresh retries a failed
+// round.
+const minRefreshRetry = 10 * time.Millisecond
+
 // refreshLoop refreshes the lock every RefreshInterval until ctx ends (on
-// Release or loss) or a refresh fails (which marks the lock lost).
+// Release or loss). A round that fails without losing the lock (nodes
+// failed or were slow, but no majority refused) is retried after
+// RetryInterval (at least 10ms) for as long as the validity lasts; when it
+// runs out, the expiry timer marks the lock lost and ends the loop.
 func (l *Lock) refreshLoop(ctx context.Context) {
 	defer close(l.refreshDone)
+	wait := l.p.RefreshInterval
 	for {
-		timer := l.r.clock.Timer(l.p.RefreshInterval)
+		timer := l.r.clock.Timer(wait)
 		select {
 		case <-ctx.Done():
 			timer.Stop()
@@ -161,8 +184,16 @@ func (l *Lock) refreshLoop(ctx context.Context) {
 		l.opMu.Lock()
 		err := l.refreshLocked(ctx)
 		l.opMu.Unlock()
-		if err != nil {
+		switch {
+		case err == nil:
+			wait = l.p.RefreshInterval
+		case errors.Is(err, ErrLockLost) || ctx.Err() != nil:
 			return
+		default:
+			wait = min(max(l.p.RetryInterval, minRefreshRetry), l.p.RefreshInterval)
+			if l.r.log.Enabled(ctx, slog.LevelDebug) {
+				l.r.log.DebugContext(ctx, "dlock: refresh failed, retrying", "key", l.key, "in", wait)
+			}
 		}
 	}
 }

@@ -669,12 +669,13 @@ func TestLock_auto_refresh(t *testing.T) {
 			t.Fatal("Lost closed with only a minority failing")
 		default:
 		}
-		// A majority failing does, at the next refresh.
+		// A majority failing for longer than the validity does, when the
+		// validity of the last successful refresh runs out.
+		until := l.ValidUntil()
 		mutate(func() { fs[2].fail = errFake })
-		start := time.Now()
 		<-l.Lost()
-		if got := time.Since(start); got > 300*time.Millisecond {
-			t.Errorf("Lost closed %v after the majority failed, want within one refresh interval", got)
+		if got := time.Now(); !got.Equal(until) {
+			t.Errorf("Lost closed at %v, want at the last validity %v", got, until)
 		}
 		synctest.Wait() // the refresh goroutine has ended: synctest would report it otherwise
 		for _, f := range fs {
@@ -687,6 +688,75 @@ func TestLock_auto_refresh(t *testing.T) {
 		if got := keysLeft(fs, "k"); got != 0 {
 			t.Errorf("%d keys left, want 0", got)
 		}
+	})
+}
+
+func TestLock_auto_refresh_rides_out_a_short_outage(t *testing.T) {
+	bubble(t, func(t *testing.T) {
+		fs := fakes(5)
+		r := mustNew(t, fs)
+		l, err := r.Lock("k", "v", dlock.WithTTL(time.Second), dlock.WithRefreshInterval(300*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(250 * time.Millisecond)
+		mutate(func() {
+			for _, f := range fs[:3] {
+				f.hang = true // a majority times out, shorter than the validity
+			}
+		})
+		time.Sleep(600 * time.Millisecond)
+		mutate(func() {
+			for _, f := range fs[:3] {
+				f.hang = false
+			}
+		})
+		time.Sleep(2 * time.Second)
+		select {
+		case <-l.Lost():
+			t.Fatal("Lost closed by an outage shorter than the validity")
+		default:
+		}
+		if got := holders(fs, "k", "v"); got != 5 {
+			t.Errorf("held on %d nodes after the outage, want 5", got)
+		}
+		if err := l.Release(); err != nil {
+			t.Errorf("Release: %v", err)
+		}
+	})
+}
+
+func TestLock_Refresh_transient_failure_keeps_the_lock(t *testing.T) {
+	bubble(t, func(t *testing.T) {
+		fs := fakes(3)
+		r := mustNew(t, fs)
+		l, err := r.Lock("k", "v")
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := l.ValidUntil()
+		mutate(func() { fs[0].fail, fs[1].fail = errFake, errFake })
+		err = l.Refresh(t.Context())
+		if err == nil || errors.Is(err, dlock.ErrLockLost) || !errors.Is(err, errFake) {
+			t.Fatalf("Refresh: err = %v, want the node errors and not ErrLockLost", err)
+		}
+		if !l.ValidUntil().Equal(before) {
+			t.Errorf("ValidUntil changed by a failed refresh")
+		}
+		select {
+		case <-l.Lost():
+			t.Fatal("Lost closed by a transient refresh failure")
+		default:
+		}
+		mutate(func() { fs[0].fail, fs[1].fail = nil, nil })
+		time.Sleep(100 * time.Millisecond)
+		if err := l.Refresh(t.Context()); err != nil {
+			t.Fatalf("Refresh after recovery: %v", err)
+		}
+		if !l.ValidUntil().After(before) {
+			t.Errorf("ValidUntil not extended after recovery")
+		}
+		l.Release()
 	})
 }
 
