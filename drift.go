@@ -1,6 +1,9 @@
 package dlock
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // minDrift is the fixed part of the clock drift allowance, added to the
 // part proportional to the TTL, as the Redlock specification prescribes.
@@ -9,7 +12,11 @@ const minDrift = 2 * time.Millisecond
 // drift returns the clock drift allowance for a lock with the given TTL:
 // ttl*factor + 2ms.
 func drift(ttl time.Duration, factor float64) time.Duration {
-	return time.Duration(float64(ttl)*factor) + minDrift
+	d := float64(ttl) * factor
+	if d >= float64(math.MaxInt64-minDrift) {
+		return math.MaxInt64 // saturate rather than overflow: never valid
+	}
+	return time.Duration(d) + minDrift
 }
 
 // validity returns how long a lock acquired or extended with the given TTL

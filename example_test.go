@@ -153,7 +153,7 @@ func ExampleNew() {
 	fmt.Println("quorum:", locker.Quorum())
 	// Output:
 	// true
-	// defaults: dlock: invalid config: RefreshInterval = 1m0s: must be < TTL (10s)
+	// defaults: dlock: invalid config: RefreshInterval = 1m0s: must be < TTL minus the drift allowance (9.898s), or the lock expires before its first refresh
 	// dlock: invalid config: nodes = []: need at least one node
 	// quorum: 3
 }

@@ -110,13 +110,23 @@ func (l *Lock) Refresh(ctx context.Context) error {
 
 // refreshLocked runs one refresh round; l.opMu is held.
 func (l *Lock) refreshLocked(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("dlock: refresh %q: %w", l.key, err)
+	}
+	r, p := l.r, l.p
 	l.mu.Lock()
 	st := l.state
-	l.mu.Unlock()
+	if st == held && !r.clock.Now().Before(l.validUntil) {
+		l.loseLocked() // the expiry timer is late: the validity is over all the same
+		st = lost
+		l.mu.Unlock()
+		l.logLost("validity ran out")
+	} else {
+		l.mu.Unlock()
+	}
 	if st != held {
 		return fmt.Errorf("%w: %q: %s", ErrLockLost, l.key, st)
 	}
-	r, p := l.r, l.p
 	start := r.clock.Now()
 	t, _ := r.fanout(ctx, round{
 		lanes:   l.lanes,
@@ -134,12 +144,14 @@ func (l *Lock) refreshLocked(ctx context.Context) error {
 	left := validity(p.TTL, r.clock.Since(start), p.DriftFactor)
 
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.state != held {
-		return fmt.Errorf("%w: %q: %s during refresh", ErrLockLost, l.key, l.state)
+		st := l.state
+		l.mu.Unlock()
+		return fmt.Errorf("%w: %q: %s during refresh", ErrLockLost, l.key, st)
 	}
 	if t.won() && left > 0 {
 		l.setValidUntilLocked(validUntil(start, p.TTL, p.DriftFactor))
+		l.mu.Unlock()
 		return nil
 	}
 	var head error
@@ -154,10 +166,14 @@ func (l *Lock) refreshLocked(ctx context.Context) error {
 		// Nodes failed or were slow, but no majority refused: the lock
 		// still holds until its current validity, and may be refreshed
 		// again before then.
+		until := l.validUntil
+		l.mu.Unlock()
 		return errors.Join(append([]error{fmt.Errorf("dlock: refresh %q: %s; the lock holds until %s",
-			l.key, &t, l.validUntil.Format(time.RFC3339Nano))}, t.errs...)...)
+			l.key, &t, until.Format(time.RFC3339Nano))}, t.errs...)...)
 	}
-	l.loseLocked("refresh failed")
+	l.loseLocked()
+	l.mu.Unlock()
+	l.logLost("refresh failed")
 	return errors.Join(append([]error{head}, t.errs...)...)
 }
 
@@ -209,17 +225,26 @@ func (l *Lock) setValidUntilLocked(until time.Time) {
 	gen := l.gen
 	l.expiry = l.r.clock.AfterFunc(l.r.clock.Until(until), func() {
 		l.mu.Lock()
-		defer l.mu.Unlock()
-		if l.gen == gen && l.state == held {
-			l.loseLocked("validity ran out")
+		expired := l.gen == gen && l.state == held
+		if expired {
+			l.loseLocked()
+		}
+		l.mu.Unlock()
+		if expired {
+			l.logLost("validity ran out")
 		}
 	})
 }
 
-// loseLocked marks a held lock lost; l.mu is held.
-func (l *Lock) loseLocked(why string) {
+// loseLocked marks a held lock lost; l.mu is held. The caller logs the
+// loss with logLost once it has released l.mu, so that a log handler can
+// never deadlock against the lock.
+func (l *Lock) loseLocked() {
 	l.state = lost
 	l.endLocked()
+}
+
+func (l *Lock) logLost(why string) {
 	l.r.log.Warn("dlock: lock lost", "key", l.key, "reason", why)
 }
 

@@ -26,10 +26,11 @@ const minNodeTimeout = 10 * time.Millisecond
 // to the Lock call; each option that is given is validated.
 type LockConfig struct {
 	// TTL is how long the key lives on a node unless refreshed. Default 10s;
-	// must be > 0.
+	// must be > 0 and exceed the drift allowance TTL*DriftFactor + 2ms.
 	TTL time.Duration `json:"ttl"`
 	// RefreshInterval is how often a held lock is extended automatically.
-	// Default 0 (no auto-refresh); must be ≥ 0 and < TTL.
+	// Default 0 (no auto-refresh); must be ≥ 0 and < TTL minus the drift
+	// allowance. A third of the TTL leaves room for two failed rounds.
 	RefreshInterval time.Duration `json:"refresh_interval"`
 	// RetryInterval is the pause between attempts to acquire a contended
 	// lock. Default 100ms; must be ≥ 0.
@@ -54,11 +55,13 @@ type LockConfig struct {
 // LockOpt sets one field of a LockConfig. A nil LockOpt is ignored.
 type LockOpt func(*LockConfig)
 
-// WithTTL sets the lock's time to live on the nodes. Default 10s; must be > 0.
+// WithTTL sets the lock's time to live on the nodes. Default 10s; must be
+// > 0 and exceed the drift allowance TTL*DriftFactor + 2ms.
 func WithTTL(ttl time.Duration) LockOpt { return func(c *LockConfig) { c.TTL = ttl } }
 
 // WithRefreshInterval makes the lock refresh itself every d until it is
-// released or lost. Default 0 (no auto-refresh); must be ≥ 0 and < TTL.
+// released or lost. Default 0 (no auto-refresh); must be ≥ 0 and < TTL minus
+// the drift allowance (TTL*DriftFactor + 2ms).
 func WithRefreshInterval(d time.Duration) LockOpt {
 	return func(c *LockConfig) { c.RefreshInterval = d }
 }
@@ -126,8 +129,10 @@ func (c LockConfig) validate() error {
 		return invalid("DriftFactor", c.DriftFactor, "must be in [0, 1)")
 	case c.RefreshInterval < 0:
 		return invalid("RefreshInterval", c.RefreshInterval, "must be ≥ 0 (0 disables auto-refresh)")
-	case c.RefreshInterval >= c.TTL:
-		return invalid("RefreshInterval", c.RefreshInterval, "must be < TTL ("+c.TTL.String()+")")
+	case drift(c.TTL, c.DriftFactor) >= c.TTL:
+		return invalid("TTL", c.TTL, "must exceed the drift allowance TTL*DriftFactor + 2ms ("+drift(c.TTL, c.DriftFactor).String()+"), or no lock is ever valid")
+	case c.RefreshInterval >= c.TTL-drift(c.TTL, c.DriftFactor):
+		return invalid("RefreshInterval", c.RefreshInterval, "must be < TTL minus the drift allowance ("+(c.TTL-drift(c.TTL, c.DriftFactor)).String()+"), or the lock expires before its first refresh")
 	}
 	return nil
 }

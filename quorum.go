@@ -180,6 +180,14 @@ func (r *Redlock) start(rd round) *flight {
 }
 
 // run makes the call to node i, after prev (the lane's previous call).
+//
+// A call ends, and closes its done channel, only after prev has ended, so
+// that "ended" covers every earlier call on the lane: a call that gives up
+// waiting still waits for prev before it ends, or the next call on the lane
+// could overtake prev. A release waits for prev however long it takes
+// (prev is bounded by its own deadline, or by the client's timeouts), and
+// gets a budget of its own if the round's ran out meanwhile, so that it is
+// always sent.
 func (f *flight) run(i int, prev *call) {
 	c := &f.calls[i]
 	defer func() {
@@ -188,17 +196,28 @@ func (f *flight) run(i int, prev *call) {
 			f.cancel()
 		}
 	}()
+	ctx := f.ctx
 	if prev != nil {
-		select {
-		case <-prev.done:
-		case <-f.ctx.Done():
-			c.failed = true
-			f.replies <- reply{node: i, err: f.ctx.Err()}
-			return
+		if f.rd.must {
+			<-prev.done
+			if ctx.Err() != nil {
+				var cancel context.CancelFunc
+				ctx, cancel = f.r.clock.WithTimeout(f.rd.callCtx, f.rd.budget)
+				defer cancel()
+			}
+		} else {
+			select {
+			case <-prev.done:
+			case <-ctx.Done():
+				c.failed = true
+				f.replies <- reply{node: i, err: ctx.Err()}
+				<-prev.done
+				return
+			}
 		}
 	}
 	node := f.r.nodes[i]
-	ok, err := f.call(node)
+	ok, err := f.call(ctx, node)
 	c.failed = err != nil
 	f.replies <- reply{node: i, ok: ok, err: err}
 	if f.rd.must && prev != nil && prev.failed && !ok && err == nil {
@@ -209,8 +228,8 @@ func (f *flight) run(i int, prev *call) {
 		t := f.r.clock.Timer(f.rd.decide)
 		select {
 		case <-t.C:
-			_, _ = f.call(node)
-		case <-f.ctx.Done():
+			_, _ = f.call(ctx, node)
+		case <-ctx.Done():
 			t.Stop()
 		}
 	}
@@ -219,7 +238,7 @@ func (f *flight) run(i int, prev *call) {
 // call runs the round's operation on node, turning a panic in a Node
 // implementation into an error so that one faulty backend cannot crash the
 // caller's process.
-func (f *flight) call(node Node) (ok bool, err error) {
+func (f *flight) call(ctx context.Context, node Node) (ok bool, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			ok, err = false, fmt.Errorf("node panicked: %v", p)
@@ -228,11 +247,11 @@ func (f *flight) call(node Node) (ok bool, err error) {
 	rd := &f.rd
 	switch rd.op {
 	case opAcquire:
-		return node.Acquire(f.ctx, rd.key, rd.value, rd.ttl)
+		return node.Acquire(ctx, rd.key, rd.value, rd.ttl)
 	case opExtend:
-		return node.Extend(f.ctx, rd.key, rd.value, rd.ttl)
+		return node.Extend(ctx, rd.key, rd.value, rd.ttl)
 	default:
-		return node.Release(f.ctx, rd.key, rd.value)
+		return node.Release(ctx, rd.key, rd.value)
 	}
 }
 

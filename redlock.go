@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"reflect"
 	"slices"
 	"strconv"
@@ -66,6 +67,25 @@ func New(nodes []Node, opts ...Option) (*Redlock, error) {
 	if err := errors.Join(cfg.errs...); err != nil {
 		return nil, err
 	}
+	// An Option may be any func(*Config), so check the result too.
+	switch {
+	case isNil(cfg.Clock):
+		return nil, invalid("Clock", "nil", "must not be nil")
+	case cfg.Logger == nil:
+		return nil, invalid("Logger", "nil", "must not be nil")
+	case isNil(cfg.Rand):
+		return nil, invalid("Rand", "nil", "must not be nil")
+	case cfg.NodeTimeout < 0:
+		return nil, invalid("NodeTimeout", cfg.NodeTimeout, "must be > 0 (0: derived from the TTL)")
+	}
+	for i := range nodes {
+		for j := range i {
+			if sameNode(nodes[i], nodes[j]) {
+				return nil, invalid("nodes["+strconv.Itoa(i)+"]", "nodes["+strconv.Itoa(j)+"]",
+					"the same node twice would count twice towards the quorum")
+			}
+		}
+	}
 	if _, err := cfg.Defaults.resolve(); err != nil {
 		return nil, fmt.Errorf("defaults: %w", err)
 	}
@@ -81,8 +101,14 @@ func New(nodes []Node, opts ...Option) (*Redlock, error) {
 	}, nil
 }
 
+// sameNode reports whether a and b are the same comparable Node value.
+func sameNode(a, b Node) bool {
+	ta := reflect.TypeOf(a)
+	return ta == reflect.TypeOf(b) && ta.Comparable() && a == b
+}
+
 // isNil reports whether n is nil, including a nil pointer in an interface.
-func isNil(n Node) bool {
+func isNil(n any) bool {
 	if n == nil {
 		return true
 	}
@@ -174,7 +200,7 @@ func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, r
 		if !retry || (cfg.RetryLimit >= 0 && attempt > cfg.RetryLimit) {
 			return nil, err
 		}
-		if wait := cfg.RetryInterval + r.jitter(cfg.RetryJitter); wait > 0 {
+		if wait := addSat(cfg.RetryInterval, r.jitter(cfg.RetryJitter)); wait > 0 {
 			timer := r.clock.Timer(wait)
 			select {
 			case <-timer.C:
@@ -235,13 +261,28 @@ func (r *Redlock) releaseRound(ctx context.Context, p params, value string, ln l
 	}
 }
 
+// addSat returns a+b for non-negative durations, saturating at the largest
+// Duration instead of wrapping around.
+func addSat(a, b time.Duration) time.Duration {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
+}
+
+// readRand fills b from the Redlock's source, which need not be safe for
+// concurrent use.
+func (r *Redlock) readRand(b []byte) error {
+	r.randMu.Lock()
+	defer r.randMu.Unlock()
+	_, err := io.ReadFull(r.rand, b)
+	return err
+}
+
 // newValue returns 16 random bytes from the Redlock's source, hex-encoded.
 func (r *Redlock) newValue() (string, error) {
 	var b [16]byte
-	r.randMu.Lock()
-	_, err := io.ReadFull(r.rand, b[:])
-	r.randMu.Unlock()
-	if err != nil {
+	if err := r.readRand(b[:]); err != nil {
 		return "", fmt.Errorf("dlock: generate lock value: %w", err)
 	}
 	return hex.EncodeToString(b[:]), nil
@@ -254,10 +295,7 @@ func (r *Redlock) jitter(bound time.Duration) time.Duration {
 		return 0
 	}
 	var b [8]byte
-	r.randMu.Lock()
-	_, err := io.ReadFull(r.rand, b[:])
-	r.randMu.Unlock()
-	if err != nil {
+	if err := r.readRand(b[:]); err != nil {
 		return 0
 	}
 	return time.Duration(binary.LittleEndian.Uint64(b[:]) % uint64(bound))

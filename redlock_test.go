@@ -671,8 +671,9 @@ func TestLock_auto_refresh(t *testing.T) {
 		}
 		// A majority failing for longer than the validity does, when the
 		// validity of the last successful refresh runs out.
-		until := l.ValidUntil()
 		mutate(func() { fs[2].fail = errFake })
+		synctest.Wait() // a refresh due at this instant has settled either way
+		until := l.ValidUntil()
 		<-l.Lost()
 		if got := time.Now(); !got.Equal(until) {
 			t.Errorf("Lost closed at %v, want at the last validity %v", got, until)
