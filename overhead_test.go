@@ -11,7 +11,7 @@ import (
 
 // nopNode grants everything at once: benchmarks over it measure dlock's own
 // overhead per operation, without any backend.
-type nopNode struct{}
+type nopNode struct{ id int }
 
 func (nopNode) Acquire(context.Context, string, string, time.Duration) (bool, error) {
 	return true, nil
@@ -28,7 +28,7 @@ func BenchmarkOverhead_LockRelease(b *testing.B) {
 		b.Run("nodes="+strconv.Itoa(n), func(b *testing.B) {
 			ns := make([]dlock.Node, n)
 			for i := range ns {
-				ns[i] = nopNode{}
+				ns[i] = nopNode{id: i}
 			}
 			r, err := dlock.New(ns)
 			if err != nil {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
+
+	"github.com/benbjohnson/clock"
 )
 
 // reply is what one node's call returned.
@@ -174,9 +176,63 @@ func (r *Redlock) start(rd round) *flight {
 		ln := &rd.lanes[i]
 		prev := ln.last
 		ln.prev, ln.last = ln.last, c
-		go f.run(i, prev)
+		f.r.dispatch(task{f: f, i: i, prev: prev})
 	}
 	return f
+}
+
+// task is one node call of a flight, for a worker.
+type task struct {
+	f    *flight
+	i    int
+	prev *call
+}
+
+// workerIdle is how long a worker goroutine waits for its next call before
+// it exits.
+const workerIdle = 50 * time.Millisecond
+
+// dispatch hands t to an idle worker of its node, or starts a new one. A
+// worker runs calls one after another and exits after workerIdle without
+// one, so goroutines do not outlive a burst by more than that. Reusing them
+// spares a fresh goroutine's stack growth inside the client on every call,
+// about a fifth of the CPU of a Lock+Release on local Redis nodes.
+func (r *Redlock) dispatch(t task) {
+	select {
+	case r.idle[t.i] <- t:
+	default:
+		go r.work(t)
+	}
+}
+
+// work runs t, then further calls for the same node until none comes for
+// workerIdle.
+func (r *Redlock) work(t task) {
+	var timer *clock.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		t.f.run(t.i, t.prev)
+		if timer == nil {
+			timer = r.clock.Timer(workerIdle)
+		} else {
+			timer.Reset(workerIdle)
+		}
+		select {
+		case t = <-r.idle[t.i]:
+			if !timer.Stop() {
+				select {
+				case <-timer.C:
+				default:
+				}
+			}
+		case <-timer.C:
+			return
+		}
+	}
 }
 
 // run makes the call to node i, after prev (the lane's previous call).

@@ -29,8 +29,8 @@ var _ Locker = (*Redlock)(nil)
 
 // Redlock is a distributed lock over N independent nodes, held only while a
 // majority of them agree, within the lock's TTL minus clock drift. It is
-// safe for concurrent use; a Redlock holds no goroutine of its own, so it
-// needs no Close.
+// safe for concurrent use. It needs no Close: the goroutines that make its
+// node calls exit on their own 50ms after their last call.
 type Redlock struct {
 	nodes       []Node
 	quorum      int
@@ -39,6 +39,8 @@ type Redlock struct {
 	prefix      string
 	defaults    LockConfig
 	nodeTimeout time.Duration // 0: derived from each lock's TTL
+
+	idle []chan task // per node: where idle workers wait for a call
 
 	randMu sync.Mutex
 	rand   io.Reader
@@ -97,8 +99,17 @@ func New(nodes []Node, opts ...Option) (*Redlock, error) {
 		prefix:      cfg.KeyPrefix,
 		defaults:    cfg.Defaults,
 		nodeTimeout: cfg.NodeTimeout,
+		idle:        newIdle(len(nodes)),
 		rand:        cfg.Rand,
 	}, nil
+}
+
+func newIdle(n int) []chan task {
+	idle := make([]chan task, n)
+	for i := range idle {
+		idle[i] = make(chan task)
+	}
+	return idle
 }
 
 // sameNode reports whether a and b are the same comparable Node value.
