@@ -138,23 +138,20 @@ type flight struct {
 	calls    []call
 }
 
-// start launches rd's operation on the nodes, one goroutine per node, each
-// after the last call on its lane, updating rd.lanes in place. The calls
-// share one context whose deadline is rd.budget from now; it is cancelled
-// once the last of them has returned.
+// start launches rd's operation on the nodes, one call per node handed to a
+// worker, each after the last call on its lane, updating rd.lanes in place.
+// The calls share one context whose deadline is rd.budget from now; it is
+// cancelled once the last of them has returned.
 func (r *Redlock) start(rd round) *flight {
 	n := len(r.nodes)
 	f := &flight{r: r, rd: rd, replies: make(chan reply, n)}
-	flags := make([]bool, 3*n)
-	f.sent, f.answered = flags[:n:n], flags[n:2*n:2*n]
-	skip := flags[2*n:]
+	flags := make([]bool, 2*n)
+	f.sent, f.answered = flags[:n:n], flags[n:]
 	count := 0
 	for i := range n {
 		switch {
 		case rd.only != nil && !rd.only[i]:
-			skip[i] = true
 		case !rd.must && !rd.lanes[i].prev.ended():
-			skip[i] = true
 			f.replies <- reply{node: i, err: errBusy}
 		default:
 			f.sent[i] = true
@@ -168,7 +165,7 @@ func (r *Redlock) start(rd round) *flight {
 	f.running.Store(int32(count))
 	f.calls = make([]call, n)
 	for i := range n {
-		if skip[i] {
+		if !f.sent[i] {
 			continue
 		}
 		c := &f.calls[i]
@@ -317,8 +314,8 @@ func (f *flight) call(ctx context.Context, node Node) (ok bool, err error) {
 // with tally.ctxErr set. It never waits on a hung call: calls still running
 // go on in the background. It returns which nodes the call was sent to.
 //
-// The goroutines are plain ones rather than an errgroup: a round must not
-// Wait for every node, and the lanes already say when each call ended.
+// The calls run on workers rather than an errgroup: a round must not Wait
+// for every node, and the lanes already say when each call ended.
 func (r *Redlock) fanout(ctx context.Context, rd round) (tally, []bool) {
 	t := tally{n: len(r.nodes), quorum: r.quorum}
 	f := r.start(rd)
