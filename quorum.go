@@ -151,6 +151,7 @@ func (r *Redlock) start(rd round) *flight {
 	for i := range n {
 		switch {
 		case rd.only != nil && !rd.only[i]:
+			// not part of this round
 		case !rd.must && !rd.lanes[i].prev.ended():
 			f.replies <- reply{node: i, err: errBusy}
 		default:
