@@ -158,7 +158,7 @@ func (l *Lock) refreshLocked(ctx context.Context) error {
 	switch {
 	case t.won():
 		head = fmt.Errorf("%w: %q: refresh: %s, but no validity left (%v after drift)", ErrLockLost, l.key, &t, left)
-	case t.refused > t.n-t.quorum:
+	case t.refusedByMajority():
 		head = fmt.Errorf("%w: %q: refresh: %s: a majority no longer holds the lock", ErrLockLost, l.key, &t)
 	case !r.clock.Now().Before(l.validUntil):
 		head = fmt.Errorf("%w: %q: refresh: %s, and the validity ran out", ErrLockLost, l.key, &t)
@@ -168,13 +168,13 @@ func (l *Lock) refreshLocked(ctx context.Context) error {
 		// again before then.
 		until := l.validUntil
 		l.mu.Unlock()
-		return errors.Join(append([]error{fmt.Errorf("dlock: refresh %q: %s; the lock holds until %s",
-			l.key, &t, until.Format(time.RFC3339Nano))}, t.errs...)...)
+		return t.join(fmt.Errorf("dlock: refresh %q: %s; the lock holds until %s",
+			l.key, &t, until.Format(time.RFC3339Nano)))
 	}
 	l.loseLocked()
 	l.mu.Unlock()
 	l.logLost("refresh failed")
-	return errors.Join(append([]error{head}, t.errs...)...)
+	return t.join(head)
 }
 
 // minRefreshRetry is the least pause before auto-refresh retries a failed
@@ -306,12 +306,12 @@ func (l *Lock) ReleaseContext(ctx context.Context) error {
 	case t.ctxErr != nil:
 		return fmt.Errorf("dlock: release %q: %w", l.key, t.ctxErr)
 	case !stillValid:
-		return errors.Join(append([]error{fmt.Errorf("%w: %q: %s before release", ErrLockLost, l.key, lostOrExpired(prev))}, t.errs...)...)
-	case !t.won() && t.refused > t.n-t.quorum:
+		return t.join(fmt.Errorf("%w: %q: %s before release", ErrLockLost, l.key, lostOrExpired(prev)))
+	case t.refusedByMajority():
 		// Too many nodes no longer held the value: the lock was not held.
-		return errors.Join(append([]error{fmt.Errorf("%w: %q: release: %s", ErrLockLost, l.key, &t)}, t.errs...)...)
+		return t.join(fmt.Errorf("%w: %q: release: %s", ErrLockLost, l.key, &t))
 	case !t.won():
-		return errors.Join(append([]error{fmt.Errorf("dlock: release %q: %s; the key stays on the failed nodes until its TTL", l.key, &t)}, t.errs...)...)
+		return t.join(fmt.Errorf("dlock: release %q: %s; the key stays on the failed nodes until its TTL", l.key, &t))
 	}
 	return nil
 }

@@ -49,6 +49,15 @@ func (t *tally) decided() bool {
 	return t.won() || t.refused+t.failed > t.n-t.quorum
 }
 
+// refusedByMajority reports whether so many nodes refused (no longer held
+// the value, or held another) that a majority can never say ok.
+func (t *tally) refusedByMajority() bool { return t.refused > t.n-t.quorum }
+
+// join returns head joined with every node's *NodeError.
+func (t *tally) join(head error) error {
+	return errors.Join(append([]error{head}, t.errs...)...)
+}
+
 // pending is the number of nodes that have not answered.
 func (t *tally) pending() int { return t.n - t.ok - t.refused - t.failed }
 

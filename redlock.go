@@ -188,7 +188,7 @@ func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, r
 		}
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("%w: %q: %w", ErrNotAcquired, key, err)
+		return nil, notAcquiredCtx(key, err)
 	}
 
 	ln := make(lanes, len(r.nodes)) // this lock's call history per node
@@ -217,12 +217,19 @@ func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, r
 			case <-timer.C:
 			case <-ctx.Done():
 				timer.Stop()
-				return nil, errors.Join(fmt.Errorf("%w: %q: %w", ErrNotAcquired, key, ctx.Err()), err)
+				return nil, errors.Join(notAcquiredCtx(key, ctx.Err()), err)
 			}
 		} else if ctx.Err() != nil {
-			return nil, errors.Join(fmt.Errorf("%w: %q: %w", ErrNotAcquired, key, ctx.Err()), err)
+			return nil, errors.Join(notAcquiredCtx(key, ctx.Err()), err)
 		}
 	}
+}
+
+// notAcquiredCtx is the error of a Lock call on key cut short by its
+// context ending with err: both errors.Is(ErrNotAcquired) and errors.Is(err)
+// hold.
+func notAcquiredCtx(key string, err error) error {
+	return fmt.Errorf("%w: %q: %w", ErrNotAcquired, key, err)
 }
 
 // attempt makes one acquire round. On failure it returns the error and
@@ -240,14 +247,14 @@ func (r *Redlock) attempt(ctx context.Context, key, value string, p params, ln l
 		ttl:     p.TTL,
 	})
 	if t.ctxErr != nil {
-		return nil, t, sent, errors.Join(append([]error{fmt.Errorf("%w: %q: %w", ErrNotAcquired, key, t.ctxErr)}, t.errs...)...)
+		return nil, t, sent, t.join(notAcquiredCtx(key, t.ctxErr))
 	}
 	left := validity(p.TTL, r.clock.Since(start), p.DriftFactor)
 	if !t.won() {
-		return nil, t, sent, errors.Join(append([]error{fmt.Errorf("%w: %q: %s", ErrNotAcquired, key, &t)}, t.errs...)...)
+		return nil, t, sent, t.join(fmt.Errorf("%w: %q: %s", ErrNotAcquired, key, &t))
 	}
 	if left <= 0 {
-		return nil, t, sent, errors.Join(append([]error{fmt.Errorf("%w: %q: %s, but no validity left (%v after drift)", ErrNotAcquired, key, &t, left)}, t.errs...)...)
+		return nil, t, sent, t.join(fmt.Errorf("%w: %q: %s, but no validity left (%v after drift)", ErrNotAcquired, key, &t, left))
 	}
 	return newLock(r, key, value, p, validUntil(start, p.TTL, p.DriftFactor), ln), t, nil, nil
 }
