@@ -64,15 +64,7 @@ type ClassReport struct {
 
 // Verdict is what the class showed: "UNSAFE" with a violation, "stuck" with
 // none but a liveness failure, else "safe".
-func (c *ClassReport) Verdict() string {
-	switch {
-	case c.Violations > 0:
-		return "UNSAFE"
-	case c.LivenessFailures > 0:
-		return "stuck"
-	}
-	return "safe"
-}
+func (c *ClassReport) Verdict() string { return verdict(c.Violations, c.LivenessFailures) }
 
 // Match reports whether the class showed what it was expected to: an
 // unsafe class at least one violation; a safe class no violation and no

@@ -60,11 +60,15 @@ func (r *Result) FaultTotal() int {
 // Verdict is "UNSAFE" when the run showed a violation, "stuck" when it
 // showed none but a client failed to acquire after the faults healed, and
 // "safe" otherwise.
-func (r *Result) Verdict() string {
+func (r *Result) Verdict() string { return verdict(r.Violations, r.LivenessFailures) }
+
+// verdict names what a run or a class showed: "UNSAFE" with a violation,
+// "stuck" with none but a liveness failure, else "safe".
+func verdict(violations, livenessFailures int) string {
 	switch {
-	case r.Violations > 0:
+	case violations > 0:
 		return "UNSAFE"
-	case r.LivenessFailures > 0:
+	case livenessFailures > 0:
 		return "stuck"
 	}
 	return "safe"

@@ -236,6 +236,20 @@ func (w *world) cut(c, n int, t time.Time) bool {
 	return false
 }
 
+// lost says why a message between client c and node n that arrives at t is
+// lost ("dropped", counted as a fault, or "cut by partition"), or "" when it
+// gets through; h decides a drop.
+func (w *world) lost(c, n int, t time.Time, h uint64) string {
+	if w.dropped(t, h) {
+		w.fault(faultDrop, t)
+		return "dropped"
+	}
+	if w.cut(c, n, t) {
+		return "cut by partition"
+	}
+	return ""
+}
+
 // result is a node call's outcome as seen by the client.
 type result struct {
 	ok  bool
@@ -298,13 +312,8 @@ func (w *world) deliver(c, n int, o op, key, value string, ttl time.Duration, h 
 		reply <- result{err: errNoReply}
 	}
 	sleepUntil(arrive)
-	if w.dropped(arrive, hashOf(h, tagReqDrop)) {
-		w.fault(faultDrop, arrive)
-		lose("request dropped")
-		return
-	}
-	if w.cut(c, n, arrive) {
-		lose("request cut by partition")
+	if why := w.lost(c, n, arrive, hashOf(h, tagReqDrop)); why != "" {
+		lose("request " + why)
 		return
 	}
 	ok, what, err := w.nodes[n].apply(arrive, o, key, value, ttl)
@@ -318,13 +327,8 @@ func (w *world) deliver(c, n int, o op, key, value string, ttl time.Duration, h 
 	w.mu.Unlock()
 	w.slow(lat, back)
 	sleepUntil(back)
-	if w.dropped(back, hashOf(h, tagRespDrop)) {
-		w.fault(faultDrop, back)
-		lose("reply dropped")
-		return
-	}
-	if w.cut(c, n, back) {
-		lose("reply cut by partition")
+	if why := w.lost(c, n, back, hashOf(h, tagRespDrop)); why != "" {
+		lose("reply " + why)
 		return
 	}
 	reply <- result{ok: ok, err: err}
