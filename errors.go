@@ -18,6 +18,12 @@ var ErrNotAcquired = errors.New("dlock: lock not acquired")
 // did not find it on a majority, or it was already released.
 var ErrLockLost = errors.New("dlock: lock lost")
 
+// ErrRestartGuard reports a node's refusal by the restart guard
+// (WithRestartGuard): the node lost its data recently and grants nothing
+// until the guard has passed. It is found with errors.Is in the *NodeError
+// of that node.
+var ErrRestartGuard = errors.New("dlock: node refused: restart guard in force (the node lost its data recently)")
+
 // ErrInvalidConfig reports a bad argument or option. The error names the
 // field and the value; it is returned before any node is contacted.
 var ErrInvalidConfig = errors.New("dlock: invalid config")

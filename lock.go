@@ -38,6 +38,7 @@ type Lock struct {
 	r     *Redlock
 	key   string
 	value string
+	token uint64 // the fencing token; 0 when not fenced
 	p     params
 	lost  chan struct{} // closed when the lock is no longer known to be held
 
@@ -46,6 +47,7 @@ type Lock struct {
 
 	mu          sync.Mutex // guards what follows
 	state       lockState
+	why         error // why the lock is no longer held; set when state leaves held
 	validUntil  time.Time
 	gen         uint64       // counts validity updates, so a stale expiry timer does nothing
 	expiry      *clock.Timer // fires at validUntil
@@ -83,6 +85,59 @@ func (l *Lock) ValidUntil() time.Time {
 	return l.validUntil
 }
 
+// Token returns the lock's fencing token, or 0 when the lock was taken
+// without WithFencing. Of two fenced locks on one key, the one granted
+// later has the larger token; a resource that remembers the largest token
+// it has accepted and refuses smaller ones is safe against a holder that
+// paused past its validity. The package documentation gives the argument
+// and its assumptions.
+func (l *Lock) Token() uint64 { return l.token }
+
+// Held reports whether the lock is held now, by the Redlock's clock: not
+// lost, not released, and before ValidUntil. It is the check to make right
+// before each use of the protected resource: Lost is closed by a timer, and
+// a holder that resumes after a pause may see its own work ticker fire
+// before Lost. What remains, a pause between Held and the use, only a
+// fencing token checked by the resource can close.
+func (l *Lock) Held() bool {
+	l.mu.Lock()
+	ok, expired := l.checkLocked()
+	l.mu.Unlock()
+	if expired {
+		l.logLost("validity ran out")
+	}
+	return ok
+}
+
+// Err returns nil while the lock is held, and once it is not (Lost is then
+// closed), why: an error wrapping ErrLockLost, whose message says whether
+// the lock was released, its validity ran out, or a refresh found it gone.
+func (l *Lock) Err() error {
+	l.mu.Lock()
+	_, expired := l.checkLocked()
+	why := l.why
+	l.mu.Unlock()
+	if expired {
+		l.logLost("validity ran out")
+	}
+	return why
+}
+
+// checkLocked marks a held lock lost when its validity is over, so that
+// Held, Err and Lost agree without waiting for the expiry timer, and
+// reports whether the lock is still held, and whether this call found its
+// validity over (the caller then logs the loss, outside l.mu); l.mu is held.
+func (l *Lock) checkLocked() (ok, expired bool) {
+	if l.state != held {
+		return false, false
+	}
+	if l.r.clock.Now().Before(l.validUntil) {
+		return true, false
+	}
+	l.loseLocked(fmt.Errorf("%w: %q: validity ran out", ErrLockLost, l.key))
+	return false, true
+}
+
 // Lost returns a channel that is closed when the lock is no longer known to
 // be held: a refresh found that a majority no longer holds its value, the
 // validity ran out before a refresh succeeded, or the lock was released.
@@ -117,7 +172,7 @@ func (l *Lock) refreshLocked(ctx context.Context) error {
 	l.mu.Lock()
 	st := l.state
 	if st == held && !r.clock.Now().Before(l.validUntil) {
-		l.loseLocked() // the expiry timer is late: the validity is over all the same
+		l.loseLocked(fmt.Errorf("%w: %q: validity ran out", ErrLockLost, l.key)) // the expiry timer is late
 		st = lost
 		l.mu.Unlock()
 		l.logLost("validity ran out")
@@ -171,7 +226,7 @@ func (l *Lock) refreshLocked(ctx context.Context) error {
 		return t.join(fmt.Errorf("dlock: refresh %q: %s; the lock holds until %s",
 			l.key, &t, until.Format(time.RFC3339Nano)))
 	}
-	l.loseLocked()
+	l.loseLocked(head)
 	l.mu.Unlock()
 	l.logLost("refresh failed")
 	return t.join(head)
@@ -227,7 +282,7 @@ func (l *Lock) setValidUntilLocked(until time.Time) {
 		l.mu.Lock()
 		expired := l.gen == gen && l.state == held
 		if expired {
-			l.loseLocked()
+			l.loseLocked(fmt.Errorf("%w: %q: validity ran out", ErrLockLost, l.key))
 		}
 		l.mu.Unlock()
 		if expired {
@@ -239,8 +294,9 @@ func (l *Lock) setValidUntilLocked(until time.Time) {
 // loseLocked marks a held lock lost; l.mu is held. The caller logs the
 // loss with logLost once it has released l.mu, so that a log handler can
 // never deadlock against the lock.
-func (l *Lock) loseLocked() {
+func (l *Lock) loseLocked(why error) {
 	l.state = lost
+	l.why = why
 	l.endLocked()
 }
 
@@ -292,6 +348,9 @@ func (l *Lock) ReleaseContext(ctx context.Context) error {
 	}
 	stillValid := prev == held && r.clock.Now().Before(l.validUntil)
 	l.state = released
+	if l.why == nil {
+		l.why = fmt.Errorf("%w: %q: released", ErrLockLost, l.key)
+	}
 	l.endLocked()
 	refreshDone := l.refreshDone
 	l.mu.Unlock()

@@ -46,6 +46,10 @@ type LockConfig struct {
 	// nodes; the allowance is TTL*DriftFactor + 2ms. Default 0.01; must be
 	// in [0, 1).
 	DriftFactor float64 `json:"drift_factor"`
+	// Fencing makes the lock take a fencing token (Lock.Token) that grows
+	// with every lock granted on the key. Default off; every node must
+	// implement Fencer.
+	Fencing bool `json:"fencing"`
 
 	// jitterSet records that RetryJitter was given, so that the default
 	// RetryInterval/2 is derived only when it was not.
@@ -85,6 +89,12 @@ func WithRetryJitter(d time.Duration) LockOpt {
 // WithDriftFactor sets the share of the TTL allowed for clock drift.
 // Default 0.01; must be in [0, 1).
 func WithDriftFactor(f float64) LockOpt { return func(c *LockConfig) { c.DriftFactor = f } }
+
+// WithFencing makes the lock take a fencing token, returned by Lock.Token:
+// of two fenced locks on one key, the one granted later has the larger
+// token. Default off. Every node must implement Fencer, or Lock returns
+// an error wrapping ErrInvalidConfig.
+func WithFencing() LockOpt { return func(c *LockConfig) { c.Fencing = true } }
 
 // defaultLockConfig returns the built-in defaults. RetryJitter is derived
 // from the final RetryInterval by resolve.
@@ -155,6 +165,9 @@ type Config struct {
 	// Rand is the source of generated lock values and retry jitter.
 	// Default crypto/rand.Reader.
 	Rand io.Reader
+	// RestartGuard is how long a node that lost its data must wait, by its
+	// own clock, before it grants again. Default 0 (off); must be ≥ 0.
+	RestartGuard time.Duration
 
 	// errs collects what the options found wrong, for New to return.
 	errs []error
@@ -226,6 +239,22 @@ func WithRand(r io.Reader) Option {
 			return
 		}
 		cfg.Rand = r
+	}
+}
+
+// WithRestartGuard makes every node that lost its data (restarted without
+// persistence, flushed, failed over to an empty replica, or new) grant
+// nothing until d has passed by its own clock since it came back, enforced
+// by the node itself. d should be at least the largest TTL of the locks on
+// the nodes. Default 0 (off); must be ≥ 0. Every node must implement
+// Fencer, or New returns an error wrapping ErrInvalidConfig.
+func WithRestartGuard(d time.Duration) Option {
+	return func(cfg *Config) {
+		if d < 0 {
+			cfg.errs = append(cfg.errs, invalid("RestartGuard", d, "must be ≥ 0 (0 disables the guard)"))
+			return
+		}
+		cfg.RestartGuard = d
 	}
 }
 
