@@ -154,10 +154,13 @@ func (n *fakeNode) Extend(ctx context.Context, key, value string, ttl time.Durat
 		return false, nil
 	}
 	e, ok := n.live(key)
-	if !ok || e.value != value {
+	if ok && e.value != value {
 		return false, nil
 	}
-	n.keys[key] = entry{value: value, expires: time.Now().Add(ttl)}
+	if n.keys == nil {
+		n.keys = map[string]entry{}
+	}
+	n.keys[key] = entry{value: value, expires: time.Now().Add(ttl)} // extend, or put back a missing key
 	return true, nil
 }
 
