@@ -283,7 +283,7 @@ func (r *Redlock) fanout(ctx context.Context, rd round) (tally, []bool) {
 	count := func(rep reply) {
 		f.answered[rep.node] = true
 		t.add(rep)
-		if rep.err != nil {
+		if _, busy := rep.err.(*busyError); rep.err != nil && !busy {
 			rd.lanes[rep.node].lastErr = rep.err
 		}
 	}
@@ -294,6 +294,7 @@ func (r *Redlock) fanout(ctx context.Context, rd round) (tally, []bool) {
 			continue
 		case <-ctx.Done():
 			t.ctxErr = ctx.Err()
+			t.addUnanswered(f, errNoReplyBeforeCtx)
 			return t, f.sent
 		case <-expired:
 		case <-timeout:
@@ -302,6 +303,7 @@ func (r *Redlock) fanout(ctx context.Context, rd round) (tally, []bool) {
 		// context: count what has arrived, then the rest as timed out.
 		if ctx.Err() != nil {
 			t.ctxErr = ctx.Err()
+			t.addUnanswered(f, errNoReplyBeforeCtx)
 			return t, f.sent
 		}
 		for drained := false; !drained; {
@@ -314,11 +316,28 @@ func (r *Redlock) fanout(ctx context.Context, rd round) (tally, []bool) {
 		}
 		for i, a := range f.answered {
 			if !a && !t.seen[i] {
-				t.add(reply{node: i, err: &nodeTimeout{after: rd.decide}})
+				err := &nodeTimeout{after: rd.decide}
+				t.add(reply{node: i, err: err})
+				rd.lanes[i].lastErr = err
 			}
 		}
 	}
 	return t, f.sent
+}
+
+// errNoReplyBeforeCtx names a node whose reply had not come when the
+// caller's context ended.
+var errNoReplyBeforeCtx = errors.New("no reply yet when the caller's context ended")
+
+// addUnanswered records, for an error report, the nodes of f that were
+// sent a call and have not answered.
+func (t *tally) addUnanswered(f *flight, err error) {
+	for i, s := range f.sent {
+		if s && !t.seen[i] {
+			t.add(reply{node: i, err: err})
+			t.seen[i] = false // still running: its outcome is unknown
+		}
+	}
 }
 
 // mayHaveWritten reports, for each node of a round the caller has counted

@@ -277,11 +277,19 @@ func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, r
 		if res.t.guarded > 0 && r.log.Enabled(ctx, slog.LevelInfo) {
 			r.log.InfoContext(ctx, "dlock: nodes refused by their restart guard", "key", logKey(key), "nodes", guardedNodes(&res.t))
 		}
+		if res.t.ctxErr != nil {
+			// The context ended in the middle of a round: keep what the
+			// round saw, and what the attempt before it saw.
+			errs := append([]error{notAcquiredCtx(key, res.t.ctxErr)}, res.t.errs...)
+			for _, e := range lastErrs {
+				if ne, ok := e.(*NodeError); ok {
+					errs = append(errs, &NodeError{Node: ne.Node, Err: fmt.Errorf("in the attempt before: %w", ne.Err)})
+				}
+			}
+			return nil, errors.Join(errs...)
+		}
 		if len(res.t.errs) > 0 {
 			lastErrs = res.t.errs
-		}
-		if res.t.ctxErr != nil {
-			return nil, errors.Join(append([]error{notAcquiredCtx(key, res.t.ctxErr)}, lastErrs...)...)
 		}
 		if res.t.hopeless() {
 			return nil, fmt.Errorf("%w (not retried: the errors of a majority cannot heal by retrying)", res.err)
@@ -289,7 +297,13 @@ func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, r
 		if !retry || (cfg.RetryLimit >= 0 && attempt > cfg.RetryLimit) {
 			return nil, res.err
 		}
-		if wait := addSat(cfg.RetryInterval, r.jitter(cfg.RetryJitter)); wait > 0 {
+		wait := addSat(cfg.RetryInterval, r.jitter(cfg.RetryJitter))
+		if !res.sentAny {
+			// Every node was still busy with this lock's earlier calls:
+			// give them a node timeout rather than spin.
+			wait = max(wait, p.nodeTimeout)
+		}
+		if wait > 0 {
 			timer := r.clock.Timer(wait)
 			select {
 			case <-timer.C:
@@ -325,8 +339,9 @@ func notAcquiredCtx(key string, err error) error {
 type attemptResult struct {
 	lock  *Lock
 	t     tally  // the acquire round's replies
-	wrote []bool // on failure: the nodes the attempt may have written to
-	err   error
+	wrote   []bool // on failure: the nodes the attempt may have written to
+	sentAny bool   // the acquire was sent to at least one node
+	err     error
 }
 
 // attempt makes one acquire round, and with fencing takes the token. On
@@ -346,7 +361,7 @@ func (r *Redlock) attempt(ctx context.Context, key, value string, p params, ln l
 		fencing: p.Fencing,
 		guard:   r.guard,
 	})
-	res := attemptResult{t: t, wrote: mayHaveWritten(&t, sent)}
+	res := attemptResult{t: t, wrote: mayHaveWritten(&t, sent), sentAny: slices.Contains(sent, true)}
 	fail := func(format string, args ...any) attemptResult {
 		res.err = t.join(fmt.Errorf("%w: %s: "+format, append([]any{ErrNotAcquired, quoteKey(key)}, args...)...))
 		return res
