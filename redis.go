@@ -294,7 +294,7 @@ func (e permanent) Unwrap() error { return e.error }
 // notSent marks an error of a request that never left the client.
 type notSent struct{ error }
 
-func (notSent) NotSent() bool  { return true }
+func (notSent) NotSent() bool   { return true }
 func (e notSent) Unwrap() error { return e.error }
 
 // classify marks err as permanent or not sent, where the error says so.

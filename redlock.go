@@ -337,8 +337,8 @@ func notAcquiredCtx(key string, err error) error {
 
 // attemptResult is the outcome of one acquire attempt.
 type attemptResult struct {
-	lock  *Lock
-	t     tally  // the acquire round's replies
+	lock    *Lock
+	t       tally  // the acquire round's replies
 	wrote   []bool // on failure: the nodes the attempt may have written to
 	sentAny bool   // the acquire was sent to at least one node
 	err     error
