@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"strings"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -27,7 +28,9 @@ func exampleRedis(n int) ([]redis.UniversalClient, func()) {
 			log.Fatal(err)
 		}
 		servers = append(servers, s)
-		clients = append(clients, redis.NewClient(&redis.Options{Addr: s.Addr()}))
+		// ContextTimeoutEnabled lets a call to a hung node end at dlock's
+		// node timeout instead of the client's ReadTimeout.
+		clients = append(clients, redis.NewClient(&redis.Options{Addr: s.Addr(), ContextTimeoutEnabled: true}))
 	}
 	return clients, func() {
 		for _, c := range clients {
@@ -55,9 +58,11 @@ func ExampleRedlock_Lock() {
 	}
 	defer lock.Release()
 
-	fmt.Printf("%s is locked by %s on %d nodes (quorum %d)\n",
-		lock.Key(), lock.Value(), len(clients), locker.Quorum())
-	// Output: invoices:2024-06 is locked by worker-1 on 3 nodes (quorum 2)
+	// What is stored on the nodes begins with the given value and is unique
+	// to the attempt that took the lock.
+	fmt.Printf("%s is locked on %d nodes (quorum %d); stored by worker-1: %t\n",
+		lock.Key(), len(clients), locker.Quorum(), strings.HasPrefix(lock.Value(), "worker-1."))
+	// Output: invoices:2024-06 is locked on 3 nodes (quorum 2); stored by worker-1: true
 }
 
 func ExampleRedlock_LockContext() {
@@ -91,8 +96,14 @@ func ExampleRedlock_LockContext() {
 			fmt.Println("cancelled:", ctx.Err())
 			return
 		case <-steps.C:
-			fmt.Println("step", step, "done")
 		}
+		// Both channels may be ready after a pause; select picks either.
+		// Check Held right before each use of the resource.
+		if !lock.Held() {
+			fmt.Println("lock lost:", lock.Err())
+			return
+		}
+		fmt.Println("step", step, "done")
 	}
 
 	if err := lock.Release(); err != nil {

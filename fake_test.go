@@ -22,6 +22,12 @@ type fakeNode struct {
 	// lateApply makes Acquire fail at once but set the key this much later,
 	// as a command does that reaches the server after its client gave up.
 	lateApply time.Duration
+	// lateRelease makes Release fail at once but apply this much later,
+	// ignoring the caller's context: a reply lost, the request delivered
+	// late on a connection the client gave up.
+	lateRelease time.Duration
+	// hook, when set, runs at the start of every call with its kind.
+	hook func(op string)
 
 	mu    sync.Mutex
 	keys  map[string]entry
@@ -88,6 +94,12 @@ func (b *fakeNode) wait(ctx context.Context, n *fakeNode) error {
 	return nil
 }
 
+func (n *fakeNode) hookFn() func(string) {
+	behaviour.RLock()
+	defer behaviour.RUnlock()
+	return n.hook
+}
+
 func (n *fakeNode) refusing() bool {
 	behaviour.RLock()
 	defer behaviour.RUnlock()
@@ -124,6 +136,9 @@ func (n *fakeNode) Acquire(ctx context.Context, key, value string, ttl time.Dura
 		}()
 		return false, fmt.Errorf("reply lost: %w", errFake)
 	}
+	if h := n.hookFn(); h != nil {
+		h("acquire")
+	}
 	if err := n.enter(ctx); err != nil {
 		return false, err
 	}
@@ -144,6 +159,9 @@ func (n *fakeNode) Acquire(ctx context.Context, key, value string, ttl time.Dura
 }
 
 func (n *fakeNode) Extend(ctx context.Context, key, value string, ttl time.Duration) (bool, error) {
+	if h := n.hookFn(); h != nil {
+		h("extend")
+	}
 	if err := n.enter(ctx); err != nil {
 		return false, err
 	}
@@ -154,14 +172,35 @@ func (n *fakeNode) Extend(ctx context.Context, key, value string, ttl time.Durat
 		return false, nil
 	}
 	e, ok := n.live(key)
-	if !ok || e.value != value {
+	if ok && e.value != value {
 		return false, nil
 	}
-	n.keys[key] = entry{value: value, expires: time.Now().Add(ttl)}
+	if n.keys == nil {
+		n.keys = map[string]entry{}
+	}
+	n.keys[key] = entry{value: value, expires: time.Now().Add(ttl)} // extend, or put back a missing key
 	return true, nil
 }
 
 func (n *fakeNode) Release(ctx context.Context, key, value string) (bool, error) {
+	behaviour.RLock()
+	late, hook := n.lateRelease, n.hook
+	behaviour.RUnlock()
+	if hook != nil {
+		hook("release")
+	}
+	if late > 0 {
+		go func() {
+			time.Sleep(late)
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			n.record("late release", key)
+			if e, ok := n.live(key); ok && e.value == value {
+				delete(n.keys, key)
+			}
+		}()
+		return false, fmt.Errorf("reply lost: %w", errFake)
+	}
 	if err := n.enter(ctx); err != nil {
 		return false, err
 	}

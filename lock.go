@@ -42,8 +42,8 @@ type Lock struct {
 	p     params
 	lost  chan struct{} // closed when the lock is no longer known to be held
 
-	opMu  sync.Mutex // one round on the nodes at a time; guards lanes
-	lanes lanes      // this lock's call history per node
+	opSem chan struct{} // held (a value sent) by the one round on the nodes at a time; guards lanes
+	lanes lanes         // this lock's call history per node
 
 	mu          sync.Mutex // guards what follows
 	state       lockState
@@ -55,8 +55,8 @@ type Lock struct {
 	refreshDone chan struct{} // closed when the auto-refresh goroutine has returned
 }
 
-func newLock(r *Redlock, key, value string, p params, until time.Time, ln lanes) *Lock {
-	l := &Lock{r: r, key: key, value: value, p: p, lost: make(chan struct{}), lanes: ln}
+func newLock(r *Redlock, key, value string, token uint64, p params, until time.Time, ln lanes) *Lock {
+	l := &Lock{r: r, key: key, value: value, token: token, p: p, lost: make(chan struct{}), opSem: make(chan struct{}, 1), lanes: ln}
 	l.mu.Lock()
 	l.setValidUntilLocked(until)
 	if p.RefreshInterval > 0 {
@@ -72,8 +72,24 @@ func newLock(r *Redlock, key, value string, p params, until time.Time, ln lanes)
 // Key returns the key as given to Lock, without the Redlock's prefix.
 func (l *Lock) Key() string { return l.key }
 
-// Value returns the value stored on the nodes, which identifies this holder.
+// Value returns exactly what is stored on the nodes, which identifies this
+// holder: the value given to Lock followed by "." and 16 hex digits unique
+// to the attempt that acquired the lock, or the generated value.
 func (l *Lock) Value() string { return l.value }
+
+// beginOp waits for the lock's turn to run a round on the nodes, or for ctx
+// to end.
+func (l *Lock) beginOp(ctx context.Context) error {
+	select {
+	case l.opSem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// endOp ends the lock's turn.
+func (l *Lock) endOp() { <-l.opSem }
 
 // ValidUntil returns the instant, by the Redlock's clock, until which the
 // lock is known to be held: the start of the last successful acquire or
@@ -134,7 +150,7 @@ func (l *Lock) checkLocked() (ok, expired bool) {
 	if l.r.clock.Now().Before(l.validUntil) {
 		return true, false
 	}
-	l.loseLocked(fmt.Errorf("%w: %q: validity ran out", ErrLockLost, l.key))
+	l.loseLocked(fmt.Errorf("%w: %s: validity ran out", ErrLockLost, quoteKey(l.key)))
 	return false, true
 }
 
@@ -158,29 +174,28 @@ func (l *Lock) Refresh(ctx context.Context) error {
 	if ctx == nil {
 		return invalid("ctx", "nil", "must not be nil")
 	}
-	l.opMu.Lock()
-	defer l.opMu.Unlock()
+	if err := l.beginOp(ctx); err != nil {
+		return fmt.Errorf("dlock: refresh %s: %w", quoteKey(l.key), err)
+	}
+	defer l.endOp()
 	return l.refreshLocked(ctx)
 }
 
-// refreshLocked runs one refresh round; l.opMu is held.
+// refreshLocked runs one refresh round; the lock's op turn is held.
 func (l *Lock) refreshLocked(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("dlock: refresh %q: %w", l.key, err)
+		return fmt.Errorf("dlock: refresh %s: %w", quoteKey(l.key), err)
 	}
 	r, p := l.r, l.p
 	l.mu.Lock()
-	st := l.state
-	if st == held && !r.clock.Now().Before(l.validUntil) {
-		l.loseLocked(fmt.Errorf("%w: %q: validity ran out", ErrLockLost, l.key)) // the expiry timer is late
-		st = lost
-		l.mu.Unlock()
+	_, expired := l.checkLocked() // the expiry timer may be late: the validity is over all the same
+	st, why := l.state, l.why
+	l.mu.Unlock()
+	if expired {
 		l.logLost("validity ran out")
-	} else {
-		l.mu.Unlock()
 	}
 	if st != held {
-		return fmt.Errorf("%w: %q: %s", ErrLockLost, l.key, st)
+		return why
 	}
 	start := r.clock.Now()
 	t, _ := r.fanout(ctx, round{
@@ -192,43 +207,57 @@ func (l *Lock) refreshLocked(ctx context.Context) error {
 		key:     p.nodeKey,
 		value:   l.value,
 		ttl:     p.TTL,
+		ext:     p.ext,
+		guard:   r.guard,
+		token:   l.token,
 	})
 	if t.ctxErr != nil {
-		return fmt.Errorf("dlock: refresh %q: %w", l.key, t.ctxErr)
+		return fmt.Errorf("dlock: refresh %s: %w", quoteKey(l.key), t.ctxErr)
 	}
-	left := validity(p.TTL, r.clock.Since(start), p.DriftFactor)
+	elapsed := r.clock.Since(start)
+	left := validity(p.TTL, elapsed, p.DriftFactor)
 
 	l.mu.Lock()
 	if l.state != held {
-		st := l.state
+		why := l.why
 		l.mu.Unlock()
-		return fmt.Errorf("%w: %q: %s during refresh", ErrLockLost, l.key, st)
+		return why
 	}
-	if t.won() && left > 0 {
+	if t.won() && left > 0 && elapsed >= 0 {
 		l.setValidUntilLocked(validUntil(start, p.TTL, p.DriftFactor))
 		l.mu.Unlock()
 		return nil
 	}
 	var head error
 	switch {
+	case t.won() && elapsed < 0:
+		// The clock stepped back: the round cannot be measured. Like a
+		// round of failed nodes, it keeps the current validity.
+		until := l.validUntil
+		l.mu.Unlock()
+		return t.join(fmt.Errorf("dlock: refresh %s: %s, but the clock stepped back by %v during the round; the lock holds until %s",
+			quoteKey(l.key), &t, -elapsed, until.Format(time.RFC3339Nano)))
 	case t.won():
-		head = fmt.Errorf("%w: %q: refresh: %s, but no validity left (%v after drift)", ErrLockLost, l.key, &t, left)
+		head = fmt.Errorf("%w: %s: refresh: %s, but no validity left (%v after drift)", ErrLockLost, quoteKey(l.key), &t, left)
 	case t.refusedByMajority():
-		head = fmt.Errorf("%w: %q: refresh: %s: a majority no longer holds the lock", ErrLockLost, l.key, &t)
+		head = fmt.Errorf("%w: %s: refresh: %s: a majority no longer holds the lock", ErrLockLost, quoteKey(l.key), &t)
 	case !r.clock.Now().Before(l.validUntil):
-		head = fmt.Errorf("%w: %q: refresh: %s, and the validity ran out", ErrLockLost, l.key, &t)
+		head = fmt.Errorf("%w: %s: refresh: %s, and the validity ran out", ErrLockLost, quoteKey(l.key), &t)
 	default:
 		// Nodes failed or were slow, but no majority refused: the lock
 		// still holds until its current validity, and may be refreshed
 		// again before then.
 		until := l.validUntil
 		l.mu.Unlock()
-		return t.join(fmt.Errorf("dlock: refresh %q: %s; the lock holds until %s",
-			l.key, &t, until.Format(time.RFC3339Nano)))
+		return t.join(fmt.Errorf("dlock: refresh %s: %s; the lock holds until %s",
+			quoteKey(l.key), &t, until.Format(time.RFC3339Nano)))
 	}
 	l.loseLocked(head)
 	l.mu.Unlock()
 	l.logLost("refresh failed")
+	// The lock is gone: undo what it still holds, including keys this
+	// round put back, so that they do not block others until their TTL.
+	r.start(r.releaseRound(ctx, p, l.value, l.lanes, nil))
 	return t.join(head)
 }
 
@@ -252,9 +281,11 @@ func (l *Lock) refreshLoop(ctx context.Context) {
 			return
 		case <-timer.C:
 		}
-		l.opMu.Lock()
+		if l.beginOp(ctx) != nil {
+			return
+		}
 		err := l.refreshLocked(ctx)
-		l.opMu.Unlock()
+		l.endOp()
 		switch {
 		case err == nil:
 			wait = l.p.RefreshInterval
@@ -263,7 +294,7 @@ func (l *Lock) refreshLoop(ctx context.Context) {
 		default:
 			wait = min(max(l.p.RetryInterval, minRefreshRetry), l.p.RefreshInterval)
 			if l.r.log.Enabled(ctx, slog.LevelDebug) {
-				l.r.log.DebugContext(ctx, "dlock: refresh failed, retrying", "key", l.key, "in", wait)
+				l.r.log.DebugContext(ctx, "dlock: refresh failed, retrying", "key", logKey(l.key), "in", wait)
 			}
 		}
 	}
@@ -282,7 +313,7 @@ func (l *Lock) setValidUntilLocked(until time.Time) {
 		l.mu.Lock()
 		expired := l.gen == gen && l.state == held
 		if expired {
-			l.loseLocked(fmt.Errorf("%w: %q: validity ran out", ErrLockLost, l.key))
+			l.loseLocked(fmt.Errorf("%w: %s: validity ran out", ErrLockLost, quoteKey(l.key)))
 		}
 		l.mu.Unlock()
 		if expired {
@@ -301,7 +332,7 @@ func (l *Lock) loseLocked(why error) {
 }
 
 func (l *Lock) logLost(why string) {
-	l.r.log.Warn("dlock: lock lost", "key", l.key, "reason", why)
+	l.r.log.Warn("dlock: lock lost", "key", logKey(l.key), "reason", why)
 }
 
 // endLocked closes Lost, stops the expiry timer and the auto-refresh; l.mu
@@ -344,33 +375,44 @@ func (l *Lock) ReleaseContext(ctx context.Context) error {
 	prev := l.state
 	if prev == released {
 		l.mu.Unlock()
-		return fmt.Errorf("%w: %q: already released", ErrLockLost, l.key)
+		return fmt.Errorf("%w: %s: already released", ErrLockLost, quoteKey(l.key))
 	}
 	stillValid := prev == held && r.clock.Now().Before(l.validUntil)
 	l.state = released
 	if l.why == nil {
-		l.why = fmt.Errorf("%w: %q: released", ErrLockLost, l.key)
+		l.why = fmt.Errorf("%w: %s: released", ErrLockLost, quoteKey(l.key))
 	}
 	l.endLocked()
 	refreshDone := l.refreshDone
 	l.mu.Unlock()
-	if refreshDone != nil {
-		<-refreshDone // its round was cancelled by endLocked; it returns promptly
-	}
 
-	l.opMu.Lock()
-	defer l.opMu.Unlock()
+	// Wait for the lock's turn: a refresh round in flight ends promptly,
+	// cancelled by endLocked; a Refresh called by the holder runs to its
+	// own end. When ctx ends first, the release is sent in the background
+	// once the turn comes.
+	if err := l.beginOp(ctx); err != nil {
+		go func() {
+			l.opSem <- struct{}{}
+			r.start(r.releaseRound(ctx, p, l.value, l.lanes, nil))
+			l.endOp()
+		}()
+		return fmt.Errorf("dlock: release %s: %w (the release is sent in the background)", quoteKey(l.key), err)
+	}
+	defer l.endOp()
+	if refreshDone != nil {
+		<-refreshDone // cancelled, and not in a round: it returns at once
+	}
 	t, _ := r.fanout(ctx, r.releaseRound(ctx, p, l.value, l.lanes, nil))
 	switch {
 	case t.ctxErr != nil:
-		return fmt.Errorf("dlock: release %q: %w", l.key, t.ctxErr)
+		return fmt.Errorf("dlock: release %s: %w", quoteKey(l.key), t.ctxErr)
 	case !stillValid:
-		return t.join(fmt.Errorf("%w: %q: %s before release", ErrLockLost, l.key, lostOrExpired(prev)))
+		return t.join(fmt.Errorf("%w: %s: %s before release", ErrLockLost, quoteKey(l.key), lostOrExpired(prev)))
 	case t.refusedByMajority():
 		// Too many nodes no longer held the value: the lock was not held.
-		return t.join(fmt.Errorf("%w: %q: release: %s", ErrLockLost, l.key, &t))
+		return t.join(fmt.Errorf("%w: %s: release: %s", ErrLockLost, quoteKey(l.key), &t))
 	case !t.won():
-		return t.join(fmt.Errorf("dlock: release %q: %s; the key stays on the failed nodes until its TTL", l.key, &t))
+		return t.join(fmt.Errorf("dlock: release %s: %s; the key stays on the failed nodes until its TTL", quoteKey(l.key), &t))
 	}
 	return nil
 }

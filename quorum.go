@@ -6,100 +6,7 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
-
-	"github.com/benbjohnson/clock"
 )
-
-// reply is what one node's call returned.
-type reply struct {
-	node int
-	ok   bool
-	err  error
-}
-
-// tally counts the replies of one round and knows when its outcome is
-// decided: a majority said ok, or so many refused or failed that a majority
-// can no longer say ok.
-type tally struct {
-	n, quorum int
-	ok        int     // nodes that said ok
-	refused   int     // nodes that answered ok=false
-	failed    int     // nodes that returned an error or did not answer in time
-	errs      []error // one *NodeError per failed node
-	ctxErr    error   // set when the caller's context ended before the decision
-}
-
-func (t *tally) add(r reply) {
-	switch {
-	case r.err != nil:
-		t.failed++
-		t.errs = append(t.errs, &NodeError{Node: r.node, Err: r.err})
-	case r.ok:
-		t.ok++
-	default:
-		t.refused++
-	}
-}
-
-// won reports whether a majority said ok.
-func (t *tally) won() bool { return t.ok >= t.quorum }
-
-// decided reports whether the outcome can no longer change.
-func (t *tally) decided() bool {
-	return t.won() || t.refused+t.failed > t.n-t.quorum
-}
-
-// refusedByMajority reports whether so many nodes refused (no longer held
-// the value, or held another) that a majority can never say ok.
-func (t *tally) refusedByMajority() bool { return t.refused > t.n-t.quorum }
-
-// join returns head joined with every node's *NodeError.
-func (t *tally) join(head error) error {
-	return errors.Join(append([]error{head}, t.errs...)...)
-}
-
-// pending is the number of nodes that have not answered.
-func (t *tally) pending() int { return t.n - t.ok - t.refused - t.failed }
-
-// String summarises the counts for error messages and logs.
-func (t *tally) String() string {
-	return fmt.Sprintf("%d ok, %d refused, %d failed, %d pending of %d nodes (quorum %d)",
-		t.ok, t.refused, t.failed, t.pending(), t.n, t.quorum)
-}
-
-// lane is one node's call history for one lock: its calls run one after
-// another, so that a release never reaches the node before the acquire or
-// extend it follows, however slow the node. A lane holds at most two calls
-// that have not ended: a call that would queue behind a call that is itself
-// still waiting is skipped instead (see round.must), so a hung node cannot
-// pile up calls.
-type lane struct {
-	last *call // the last call queued here (nil: none)
-	prev *call // the call before it
-}
-
-// call is one node call on a lane.
-type call struct {
-	done   chan struct{} // closed when the call has returned
-	failed bool          // the call returned an error; written before done closes
-}
-
-// lanes are the lanes of one lock, one per node, owned by one goroutine at
-// a time (the Lock call, then the Lock handle under its opMu).
-type lanes []lane
-
-// ended reports whether c is nil or has returned.
-func (c *call) ended() bool {
-	if c == nil {
-		return true
-	}
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
-	}
-}
 
 // opKind names the node operation of a round.
 type opKind uint8
@@ -107,18 +14,36 @@ type opKind uint8
 const (
 	opAcquire opKind = iota
 	opExtend
+	opFence
 	opRelease
 )
+
+func (o opKind) String() string {
+	switch o {
+	case opAcquire:
+		return "acquire"
+	case opExtend:
+		return "extend"
+	case opFence:
+		return "fence"
+	default:
+		return "release"
+	}
+}
 
 // round is one operation fanned out to the nodes of a lock.
 type round struct {
 	lanes lanes
 	// must marks a release: it is queued on every lane it is sent to,
-	// however long the queue. Other calls are skipped on a lane whose last
+	// however long the queue. Other calls are not sent on a lane whose last
 	// call is still waiting for the one before it, and count as failed.
 	must bool
 	// only, when not nil, limits the round to the nodes marked true.
 	only []bool
+	// preset, with only, marks nodes outside the round that fanout counts
+	// as having said ok (a fence round: nodes already at the token); the
+	// other nodes outside the round count as failed.
+	preset []bool
 	// callCtx is the parent of every node call.
 	callCtx context.Context
 	// decide bounds the wait for the replies, on the Redlock's clock.
@@ -129,9 +54,12 @@ type round struct {
 	op         opKind
 	key, value string
 	ttl        time.Duration
+	// ext makes the calls through Fencer, with guard and token.
+	ext     bool
+	fencing bool          // acquire: advance and return the counter
+	guard   time.Duration // the restart guard, when ext
+	token   uint64        // extend: the lock's token; fence: the token to set
 }
-
-var errBusy = errors.New("skipped: this lock's previous calls to the node have not ended")
 
 // flight is what the calls of one round share. One allocation holds it and
 // every call's lane entry, to keep the cost of a round low.
@@ -157,12 +85,18 @@ func (r *Redlock) start(rd round) *flight {
 	flags := make([]bool, 2*n)
 	f.sent, f.answered = flags[:n:n], flags[n:]
 	count := 0
+	now := r.clock.Now()
 	for i := range n {
+		ln := &rd.lanes[i]
 		switch {
 		case rd.only != nil && !rd.only[i]:
 			// not part of this round
-		case !rd.must && !rd.lanes[i].prev.ended():
-			f.replies <- reply{node: i, err: errBusy}
+		case !rd.must && !ln.prev.ended():
+			b := &busyError{last: ln.lastErr, op: ln.prev.op}
+			if !ln.prev.sentAt.IsZero() {
+				b.for_ = now.Sub(ln.prev.sentAt)
+			}
+			f.replies <- reply{node: i, err: b}
 		default:
 			f.sent[i] = true
 			count++
@@ -179,67 +113,13 @@ func (r *Redlock) start(rd round) *flight {
 			continue
 		}
 		c := &f.calls[i]
-		c.done = make(chan struct{})
+		c.done, c.op, c.sentAt = make(chan struct{}), rd.op, now
 		ln := &rd.lanes[i]
 		prev := ln.last
 		ln.prev, ln.last = ln.last, c
 		f.r.dispatch(task{f: f, i: i, prev: prev})
 	}
 	return f
-}
-
-// task is one node call of a flight, for a worker.
-type task struct {
-	f    *flight
-	i    int
-	prev *call
-}
-
-// workerIdle is how long a worker goroutine waits for its next call before
-// it exits.
-const workerIdle = 50 * time.Millisecond
-
-// dispatch hands t to an idle worker of its node, or starts a new one. A
-// worker runs calls one after another and exits after workerIdle without
-// one, so goroutines do not outlive a burst by more than that. Reusing them
-// spares a fresh goroutine's stack growth inside the client on every call,
-// about a fifth of the CPU of a Lock+Release on local Redis nodes.
-func (r *Redlock) dispatch(t task) {
-	select {
-	case r.idle[t.i] <- t:
-	default:
-		go r.work(t)
-	}
-}
-
-// work runs t, then further calls for the same node until none comes for
-// workerIdle.
-func (r *Redlock) work(t task) {
-	var timer *clock.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
-	for {
-		t.f.run(t.i, t.prev)
-		if timer == nil {
-			timer = r.clock.Timer(workerIdle)
-		} else {
-			timer.Reset(workerIdle)
-		}
-		select {
-		case t = <-r.idle[t.i]:
-			if !timer.Stop() {
-				select {
-				case <-timer.C:
-				default:
-				}
-			}
-		case <-timer.C:
-			return
-		}
-	}
 }
 
 // run makes the call to node i, after prev (the lane's previous call).
@@ -272,50 +152,100 @@ func (f *flight) run(i int, prev *call) {
 			select {
 			case <-prev.done:
 			case <-ctx.Done():
+				// Never sent: the round's deadline passed (or the caller's
+				// context ended) while the call before it still ran.
+				var err error = &busyError{op: prev.op, for_: f.r.clock.Since(prev.sentAt)}
+				if cerr := f.rd.callCtx.Err(); cerr != nil {
+					err = cerr
+				}
 				c.failed = true
-				f.replies <- reply{node: i, err: ctx.Err()}
+				f.replies <- reply{node: i, err: err}
 				<-prev.done
+				c.unknown = prev.unknown
 				return
 			}
 		}
 	}
-	node := f.r.nodes[i]
-	ok, err := f.call(ctx, node)
-	c.failed = err != nil
-	f.replies <- reply{node: i, ok: ok, err: err}
-	if f.rd.must && prev != nil && prev.failed && !ok && err == nil {
-		// The call before this release failed, so its outcome is unknown:
-		// it may still reach the node after this release, say on another
-		// pooled connection once its own was cut at a deadline. Release
-		// once more, a node timeout later.
+	earlier := prev != nil && prev.unknown
+	rep := f.call(ctx, i)
+	if rep.err != nil {
+		rep.err = f.cutShort(ctx, rep.err)
+	}
+	c.failed = rep.err != nil
+	c.unknown = earlier || (rep.err != nil && !isNotSent(rep.err))
+	f.replies <- rep
+	if f.rd.must && earlier {
+		// A call before this release had an unknown outcome: it may still
+		// reach the node after this release, say on another pooled
+		// connection once its own was cut at a deadline, and set the key
+		// again. Release once more, a node timeout later.
 		t := f.r.clock.Timer(f.rd.decide)
 		select {
 		case <-t.C:
-			_, _ = f.call(ctx, node)
+			_ = f.call(ctx, i)
 		case <-ctx.Done():
 			t.Stop()
 		}
 	}
 }
 
-// call runs the round's operation on node, turning a panic in a Node
+// cutShort turns the error of a call that ran into the round's own deadline
+// into a node timeout, so that it is not mistaken for the caller's context
+// ending; err is what the call returned (nil: it was never sent).
+func (f *flight) cutShort(ctx context.Context, err error) error {
+	if ctx.Err() == nil || f.rd.callCtx.Err() != nil {
+		return err // not the round's own deadline
+	}
+	if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+		return err // the node's own answer, which came as the deadline passed
+	}
+	return &nodeTimeout{after: f.rd.budget}
+}
+
+// call runs the round's operation on node i, turning a panic in a Node
 // implementation into an error so that one faulty backend cannot crash the
 // caller's process.
-func (f *flight) call(ctx context.Context, node Node) (ok bool, err error) {
+func (f *flight) call(ctx context.Context, i int) (rep reply) {
+	rep.node = i
 	defer func() {
 		if p := recover(); p != nil {
-			ok, err = false, fmt.Errorf("node panicked: %v", p)
+			rep = reply{node: i, err: fmt.Errorf("node panicked: %v", p)}
 		}
 	}()
 	rd := &f.rd
+	node := f.r.nodes[i]
+	if rd.ext || rd.op == opFence {
+		fn := f.r.fencers[i]
+		req := Request{Key: rd.key, Value: rd.value, TTL: rd.ttl, Guard: rd.guard, Fencing: rd.fencing, Token: rd.token}
+		var res Reply
+		var err error
+		switch rd.op {
+		case opAcquire:
+			res, err = fn.AcquireFenced(ctx, req)
+		case opExtend:
+			res, err = fn.ExtendFenced(ctx, req)
+		case opFence:
+			res, err = fn.Fence(ctx, req)
+		default:
+			res.OK, err = fn.Release(ctx, rd.key, rd.value)
+		}
+		if err != nil {
+			return reply{node: i, err: err}
+		}
+		return reply{node: i, ok: res.OK, guarded: res.Guarded && !res.OK, counter: res.Counter}
+	}
 	switch rd.op {
 	case opAcquire:
-		return node.Acquire(ctx, rd.key, rd.value, rd.ttl)
+		rep.ok, rep.err = node.Acquire(ctx, rd.key, rd.value, rd.ttl)
 	case opExtend:
-		return node.Extend(ctx, rd.key, rd.value, rd.ttl)
+		rep.ok, rep.err = node.Extend(ctx, rd.key, rd.value, rd.ttl)
 	default:
-		return node.Release(ctx, rd.key, rd.value)
+		rep.ok, rep.err = node.Release(ctx, rd.key, rd.value)
 	}
+	if rep.err != nil {
+		rep.ok = false
+	}
+	return rep
 }
 
 // fanout runs rd on every node in parallel and returns as soon as the
@@ -327,7 +257,7 @@ func (f *flight) call(ctx context.Context, node Node) (ok bool, err error) {
 // The calls run on workers rather than an errgroup: a round must not Wait
 // for every node, and the lanes already say when each call ended.
 func (r *Redlock) fanout(ctx context.Context, rd round) (tally, []bool) {
-	t := tally{n: len(r.nodes), quorum: r.quorum}
+	t := newTally(len(r.nodes), r.quorum)
 	f := r.start(rd)
 	// The calls' own deadline is the decision's when the two bounds agree,
 	// which saves a timer; otherwise a timer of its own.
@@ -340,15 +270,31 @@ func (r *Redlock) fanout(ctx context.Context, rd round) (tally, []bool) {
 		defer timer.Stop()
 		timeout = timer.C
 	}
-	answered := f.answered
+	for i := range r.nodes {
+		if rd.only != nil && !rd.only[i] {
+			if rd.preset != nil && rd.preset[i] {
+				t.add(reply{node: i, ok: true})
+			} else {
+				t.seen[i] = true
+				t.failed++
+			}
+		}
+	}
+	count := func(rep reply) {
+		f.answered[rep.node] = true
+		t.add(rep)
+		if _, busy := rep.err.(*busyError); rep.err != nil && !busy {
+			rd.lanes[rep.node].lastErr = rep.err
+		}
+	}
 	for !t.decided() && t.pending() > 0 {
 		select {
 		case rep := <-f.replies:
-			answered[rep.node] = true
-			t.add(rep)
+			count(rep)
 			continue
 		case <-ctx.Done():
 			t.ctxErr = ctx.Err()
+			t.addUnanswered(f, errNoReplyBeforeCtx)
 			return t, f.sent
 		case <-expired:
 		case <-timeout:
@@ -357,22 +303,59 @@ func (r *Redlock) fanout(ctx context.Context, rd round) (tally, []bool) {
 		// context: count what has arrived, then the rest as timed out.
 		if ctx.Err() != nil {
 			t.ctxErr = ctx.Err()
+			t.addUnanswered(f, errNoReplyBeforeCtx)
 			return t, f.sent
 		}
 		for drained := false; !drained; {
 			select {
 			case rep := <-f.replies:
-				answered[rep.node] = true
-				t.add(rep)
+				count(rep)
 			default:
 				drained = true
 			}
 		}
-		for i, a := range answered {
-			if !a {
-				t.add(reply{node: i, err: fmt.Errorf("no reply within %v: %w", rd.decide, context.DeadlineExceeded)})
+		for i, a := range f.answered {
+			if !a && !t.seen[i] {
+				err := &nodeTimeout{after: rd.decide}
+				t.add(reply{node: i, err: err})
+				rd.lanes[i].lastErr = err
 			}
 		}
 	}
 	return t, f.sent
+}
+
+// errNoReplyBeforeCtx names a node whose reply had not come when the
+// caller's context ended.
+var errNoReplyBeforeCtx = errors.New("no reply yet when the caller's context ended")
+
+// addUnanswered records, for an error report, the nodes of f that were
+// sent a call and have not answered.
+func (t *tally) addUnanswered(f *flight, err error) {
+	for i, s := range f.sent {
+		if s && !t.seen[i] {
+			t.add(reply{node: i, err: err})
+			t.seen[i] = false // still running: its outcome is unknown
+		}
+	}
+}
+
+// mayHaveWritten reports, for each node of a round the caller has counted
+// in t, whether the call may have changed the node: it was sent, and its
+// outcome was a success or is unknown. A refusal, or an error that says the
+// request never reached the node, changed nothing there.
+func mayHaveWritten(t *tally, sent []bool) []bool {
+	w := make([]bool, len(sent))
+	for i, s := range sent {
+		if !s {
+			continue
+		}
+		if !t.seen[i] {
+			w[i] = true // still running: unknown
+			continue
+		}
+		rep := t.replies[i]
+		w[i] = rep.ok || (rep.err != nil && !isNotSent(rep.err))
+	}
+	return w
 }

@@ -85,7 +85,7 @@ func mrWant(t *testing.T, m *miniredis.Miniredis, key, want string, wantTTL time
 		t.Errorf("key %q: %v, want %q", key, err, want)
 		return
 	}
-	if got != want {
+	if !heldBy(got, want) {
 		t.Errorf("key %q = %q, want %q", key, got, want)
 	}
 	if gotTTL := m.TTL(key); gotTTL != wantTTL {
@@ -209,14 +209,14 @@ func TestRedisNode_Extend_refuses_other_value(t *testing.T) {
 	})
 }
 
-func TestRedisNode_Extend_refuses_missing_key(t *testing.T) {
+func TestRedisNode_Extend_puts_back_a_missing_key(t *testing.T) {
 	t.Run("never set", func(t *testing.T) {
 		forEachClientKind(t, func(t *testing.T, m *miniredis.Miniredis, n dlock.Node) {
 			got, err := n.Extend(t.Context(), "k", "v1", time.Second)
-			if err != nil || got {
-				t.Fatalf("Extend = %v, %v; want false, nil", got, err)
+			if err != nil || !got {
+				t.Fatalf("Extend = %v, %v; want true, nil", got, err)
 			}
-			mrWant(t, m, "k", "", 0)
+			mrWant(t, m, "k", "v1", time.Second)
 		})
 	})
 	t.Run("expired", func(t *testing.T) {
@@ -227,10 +227,35 @@ func TestRedisNode_Extend_refuses_missing_key(t *testing.T) {
 			}
 			m.FastForward(100 * time.Millisecond)
 			got, err := n.Extend(ctx, "k", "v1", time.Second)
-			if err != nil || got {
-				t.Fatalf("Extend after expiry = %v, %v; want false, nil", got, err)
+			if err != nil || !got {
+				t.Fatalf("Extend after expiry = %v, %v; want true, nil", got, err)
 			}
-			mrWant(t, m, "k", "", 0)
+			mrWant(t, m, "k", "v1", time.Second)
+		})
+	})
+	t.Run("held by another value", func(t *testing.T) {
+		forEachClientKind(t, func(t *testing.T, m *miniredis.Miniredis, n dlock.Node) {
+			ctx := t.Context()
+			if got, err := n.Acquire(ctx, "k", "other", time.Minute); err != nil || !got {
+				t.Fatalf("Acquire = %v, %v; want true, nil", got, err)
+			}
+			got, err := n.Extend(ctx, "k", "v1", time.Second)
+			if err != nil || got {
+				t.Fatalf("Extend of another holder's key = %v, %v; want false, nil", got, err)
+			}
+			mrWant(t, m, "k", "other", time.Minute)
+		})
+	})
+	t.Run("a key of another type", func(t *testing.T) {
+		forEachClientKind(t, func(t *testing.T, m *miniredis.Miniredis, n dlock.Node) {
+			m.Lpush("k", "x")
+			got, err := n.Extend(t.Context(), "k", "v1", time.Second)
+			if err != nil || got {
+				t.Fatalf("Extend of a list = %v, %v; want false, nil (refused, not an error)", got, err)
+			}
+			if ok, err := n.Release(t.Context(), "k", "v1"); err != nil || ok {
+				t.Fatalf("Release of a list = %v, %v; want false, nil", ok, err)
+			}
 		})
 	})
 }
@@ -397,7 +422,7 @@ func TestRedisNode_nil_client_fails_New(t *testing.T) {
 				m := miniredis.RunT(t)
 				c := redis.NewClient(&redis.Options{Addr: m.Addr()})
 				defer c.Close()
-				r, err := dlock.New(dlock.RedisNodes(c, tt.client, c))
+				r, err := dlock.New(dlock.RedisNodes[redis.UniversalClient](c, tt.client, c))
 				if !errors.Is(err, dlock.ErrInvalidConfig) {
 					t.Errorf("New(RedisNodes(c, nil, c)) = %v, %v; want an error wrapping ErrInvalidConfig", r, err)
 				}
@@ -446,7 +471,7 @@ func (c *mrCluster) want(t *testing.T, key, value string, ttl time.Duration) {
 	mrEventually(2*time.Second, func() bool {
 		for _, m := range c.servers {
 			got, err := m.Get(key)
-			if value == "" && m.Exists(key) || value != "" && (err != nil || got != value || m.TTL(key) != ttl) {
+			if value == "" && m.Exists(key) || value != "" && (err != nil || !heldBy(got, value) || m.TTL(key) != ttl) {
 				return false
 			}
 		}

@@ -18,9 +18,10 @@ import (
 	"github.com/benbjohnson/clock"
 )
 
-// Locker acquires locks. It is the seed's interface; *Redlock implements it.
+// Locker acquires locks: the interface of the original dlock API, which
+// *Redlock implements.
 type Locker interface {
-	// Lock acquires the lock on key, storing value (generated when empty),
+	// Lock acquires the lock on key for value (generated when empty),
 	// retrying as the options say.
 	Lock(key, value string, opts ...LockOpt) (*Lock, error)
 }
@@ -33,12 +34,14 @@ var _ Locker = (*Redlock)(nil)
 // node calls exit on their own 50ms after their last call.
 type Redlock struct {
 	nodes       []Node
+	fencers     []Fencer // nodes[i] as a Fencer, nil where it is not one
 	quorum      int
 	clock       clock.Clock
 	log         *slog.Logger
 	prefix      string
 	defaults    LockConfig
 	nodeTimeout time.Duration // 0: derived from each lock's TTL
+	guard       time.Duration // restart guard; 0: off
 
 	idle []chan task // per node: where idle workers wait for a call
 
@@ -49,8 +52,11 @@ type Redlock struct {
 // New returns a Redlock over nodes, which must be independent masters (not
 // replicas of each other). The quorum is len(nodes)/2 + 1.
 //
-// New returns an error wrapping ErrInvalidConfig, naming the field and the
-// value, when nodes is empty, holds a nil Node, or an option is invalid.
+// New contacts no node. It returns an error wrapping ErrInvalidConfig,
+// naming the field and the value, when nodes is empty, holds a nil Node or
+// the same store twice (the same client, or two clients of one address and
+// database), an option is invalid, or WithRestartGuard is given over a node
+// that does not implement Fencer.
 func New(nodes []Node, opts ...Option) (*Redlock, error) {
 	if len(nodes) == 0 {
 		return nil, invalid("nodes", "[]", "need at least one node")
@@ -75,16 +81,33 @@ func New(nodes []Node, opts ...Option) (*Redlock, error) {
 		return nil, invalid("Clock", "nil", "must not be nil")
 	case cfg.Logger == nil:
 		return nil, invalid("Logger", "nil", "must not be nil")
+	case cfg.Logger.Handler() == nil:
+		return nil, invalid("Logger", "&slog.Logger{}", "has no handler; use slog.New")
 	case isNil(cfg.Rand):
 		return nil, invalid("Rand", "nil", "must not be nil")
 	case cfg.NodeTimeout < 0:
 		return nil, invalid("NodeTimeout", cfg.NodeTimeout, "must be > 0 (0: derived from the TTL)")
+	case cfg.RestartGuard < 0:
+		return nil, invalid("RestartGuard", cfg.RestartGuard, "must be ≥ 0 (0 disables the guard)")
 	}
 	for i := range nodes {
 		for j := range i {
 			if sameNode(nodes[i], nodes[j]) {
 				return nil, invalid("nodes["+strconv.Itoa(i)+"]", "nodes["+strconv.Itoa(j)+"]",
-					"the same node twice would count twice towards the quorum")
+					"the same store twice would count twice towards the quorum")
+			}
+		}
+	}
+	fencers := make([]Fencer, len(nodes))
+	for i, n := range nodes {
+		fencers[i], _ = n.(Fencer)
+		if cfg.RestartGuard > 0 && fencers[i] == nil {
+			return nil, invalid("nodes["+strconv.Itoa(i)+"]", fmt.Sprintf("%T", n),
+				"WithRestartGuard needs every node to implement dlock.Fencer")
+		}
+		if g, ok := n.(interface{ guardSupported() error }); ok && cfg.RestartGuard > 0 {
+			if err := g.guardSupported(); err != nil {
+				return nil, invalid("nodes["+strconv.Itoa(i)+"]", fmt.Sprintf("%T", n), err.Error())
 			}
 		}
 	}
@@ -93,12 +116,14 @@ func New(nodes []Node, opts ...Option) (*Redlock, error) {
 	}
 	return &Redlock{
 		nodes:       slices.Clone(nodes),
+		fencers:     fencers,
 		quorum:      len(nodes)/2 + 1,
 		clock:       cfg.Clock,
 		log:         cfg.Logger,
 		prefix:      cfg.KeyPrefix,
 		defaults:    cfg.Defaults,
 		nodeTimeout: cfg.NodeTimeout,
+		guard:       cfg.RestartGuard,
 		idle:        newIdle(len(nodes)),
 		rand:        cfg.Rand,
 	}, nil
@@ -112,10 +137,30 @@ func newIdle(n int) []chan task {
 	return idle
 }
 
-// sameNode reports whether a and b are the same comparable Node value.
+// identified is implemented by nodes that can name the store behind them,
+// so that New can tell two handles on one store apart from two stores.
+type identified interface{ storeIdentity() string }
+
+// sameNode reports whether a and b are the same store: the same comparable
+// Node value, or nodes that name the same store.
 func sameNode(a, b Node) bool {
-	ta := reflect.TypeOf(a)
-	return ta == reflect.TypeOf(b) && ta.Comparable() && a == b
+	if ia, ok := a.(identified); ok {
+		if ib, ok := b.(identified); ok && ia.storeIdentity() == ib.storeIdentity() {
+			return true
+		}
+	}
+	return equalValues(a, b)
+}
+
+// equalValues reports a == b, and false where == would panic (a comparable
+// type holding a value that is not comparable).
+func equalValues(a, b any) (eq bool) {
+	defer func() {
+		if recover() != nil {
+			eq = false
+		}
+	}()
+	return a == b
 }
 
 // isNil reports whether n is nil, including a nil pointer in an interface.
@@ -135,21 +180,34 @@ func isNil(n any) bool {
 func (r *Redlock) Quorum() int { return r.quorum }
 
 // Lock acquires the lock on key with context.Background(); see LockContext.
+// With the default options it gives up after RetryLimit (32) retries, about
+// 4 seconds; a job that must wait for the lock wants WithRetryLimit(-1) and
+// a context.
 func (r *Redlock) Lock(key, value string, opts ...LockOpt) (*Lock, error) {
 	return r.LockContext(context.Background(), key, value, opts...)
 }
 
-// LockContext acquires the lock on key, storing value on the nodes. An
-// empty value is replaced by 16 random bytes, hex-encoded; a given value must
-// be unique to its holder. An attempt fans out to every node in parallel and
-// succeeds when a majority granted it with validity left; a failed attempt
-// is undone on every node and retried after RetryInterval plus jitter, up to
-// RetryLimit times (-1: until ctx ends).
+// LockContext acquires the lock on key. The value identifies the holder: an
+// empty value asks for a generated one (16 random bytes, hex-encoded); a
+// given value must be unique to its holder. Every attempt stores a value
+// that no earlier attempt stored, so that a late message of an earlier
+// attempt can never touch a later one's key: the given value followed by
+// "." and 16 hex digits, or a fresh generated value. Lock.Value returns
+// what the successful attempt stored.
+//
+// An attempt fans out to every node in parallel and succeeds when a
+// majority granted it with validity left; a failed attempt is undone on
+// every node it may have written to, and retried after RetryInterval plus
+// jitter, up to RetryLimit times (-1: until ctx ends). dlock is not
+// reentrant: a second Lock of a held key fails, whatever its value, and
+// leaves the holder intact.
 //
 // Errors: ErrInvalidConfig for a bad argument or option (no node is
 // contacted); ErrNotAcquired, joined with each node's *NodeError, when the
-// retries are exhausted; when ctx ends first, an error wrapping both
-// ErrNotAcquired and ctx.Err().
+// retries are exhausted, or at once when errors that cannot heal (a wrong
+// password, a read-only replica) leave no majority; when ctx ends first, an
+// error wrapping both ErrNotAcquired and ctx.Err(), joined with the node
+// errors of the last attempt.
 func (r *Redlock) LockContext(ctx context.Context, key, value string, opts ...LockOpt) (*Lock, error) {
 	return r.lock(ctx, key, value, opts, true)
 }
@@ -165,6 +223,7 @@ type params struct {
 	LockConfig
 	nodeTimeout time.Duration
 	nodeKey     string // the key with the Redlock's prefix, as stored on the nodes
+	ext         bool   // calls go through Fencer (fencing or the restart guard)
 }
 
 func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, retry bool) (*Lock, error) {
@@ -178,63 +237,116 @@ func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, r
 	if err != nil {
 		return nil, err
 	}
-	p := params{LockConfig: cfg, nodeTimeout: r.nodeTimeout, nodeKey: r.prefix + key}
+	if cfg.Fencing {
+		for i, f := range r.fencers {
+			if f == nil {
+				return nil, invalid("nodes["+strconv.Itoa(i)+"]", fmt.Sprintf("%T", r.nodes[i]),
+					"WithFencing needs every node to implement dlock.Fencer")
+			}
+		}
+	}
+	p := params{LockConfig: cfg, nodeTimeout: r.nodeTimeout, nodeKey: r.prefix + key, ext: cfg.Fencing || r.guard > 0}
 	if p.nodeTimeout == 0 {
 		p.nodeTimeout = max(cfg.TTL/20, minNodeTimeout)
-	}
-	if value == "" {
-		if value, err = r.newValue(); err != nil {
-			return nil, err
-		}
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, notAcquiredCtx(key, err)
 	}
 
 	ln := make(lanes, len(r.nodes)) // this lock's call history per node
+	var lastErrs []error            // the node errors of the last attempt that had any
 	for attempt := 1; ; attempt++ {
-		l, t, sent, err := r.attempt(ctx, key, value, p, ln)
-		if err == nil {
-			return l, nil
-		}
-		// Undo the attempt on every node it reached, each release after
-		// that node's own acquire, so that a late grant is undone too. The
-		// releases run in the background; the next attempt queues after them.
-		r.start(r.releaseRound(ctx, p, value, ln, sent))
-		if r.log.Enabled(ctx, slog.LevelDebug) {
-			r.log.DebugContext(ctx, "dlock: acquire attempt failed", "key", key, "attempt", attempt,
-				"ok", t.ok, "refused", t.refused, "failed", t.failed, "pending", t.pending())
-		}
-		if t.ctxErr != nil {
+		stored, err := r.attemptValue(value)
+		if err != nil {
 			return nil, err
+		}
+		res := r.attempt(ctx, key, stored, p, ln)
+		if res.lock != nil {
+			return res.lock, nil
+		}
+		// Undo the attempt where it may have written, each release after
+		// that node's own calls, so that a late grant is undone too. The
+		// releases run in the background; the next attempt queues after them.
+		if slices.Contains(res.wrote, true) {
+			r.start(r.releaseRound(ctx, p, stored, ln, res.wrote))
+		}
+		if r.log.Enabled(ctx, slog.LevelDebug) {
+			r.log.DebugContext(ctx, "dlock: acquire attempt failed", "key", logKey(key), "attempt", attempt,
+				"ok", res.t.ok, "refused", res.t.refused, "failed", res.t.failed, "pending", res.t.pending())
+		}
+		if res.t.guarded > 0 && r.log.Enabled(ctx, slog.LevelInfo) {
+			r.log.InfoContext(ctx, "dlock: nodes refused by their restart guard", "key", logKey(key), "nodes", guardedNodes(&res.t))
+		}
+		if res.t.ctxErr != nil {
+			// The context ended in the middle of a round: keep what the
+			// round saw, and what the attempt before it saw.
+			errs := append([]error{notAcquiredCtx(key, res.t.ctxErr)}, res.t.errs...)
+			for _, e := range lastErrs {
+				if ne, ok := e.(*NodeError); ok {
+					errs = append(errs, &NodeError{Node: ne.Node, Err: fmt.Errorf("in the attempt before: %w", ne.Err)})
+				}
+			}
+			return nil, errors.Join(errs...)
+		}
+		if len(res.t.errs) > 0 {
+			lastErrs = res.t.errs
+		}
+		if res.t.hopeless() {
+			return nil, fmt.Errorf("%w (not retried: the errors of a majority cannot heal by retrying)", res.err)
 		}
 		if !retry || (cfg.RetryLimit >= 0 && attempt > cfg.RetryLimit) {
-			return nil, err
+			return nil, res.err
 		}
-		if wait := addSat(cfg.RetryInterval, r.jitter(cfg.RetryJitter)); wait > 0 {
+		wait := addSat(cfg.RetryInterval, r.jitter(cfg.RetryJitter))
+		if !res.sentAny {
+			// Every node was still busy with this lock's earlier calls:
+			// give them a node timeout rather than spin.
+			wait = max(wait, p.nodeTimeout)
+		}
+		if wait > 0 {
 			timer := r.clock.Timer(wait)
 			select {
 			case <-timer.C:
 			case <-ctx.Done():
 				timer.Stop()
-				return nil, errors.Join(notAcquiredCtx(key, ctx.Err()), err)
+				return nil, errors.Join(notAcquiredCtx(key, ctx.Err()), res.err)
 			}
 		} else if ctx.Err() != nil {
-			return nil, errors.Join(notAcquiredCtx(key, ctx.Err()), err)
+			return nil, errors.Join(notAcquiredCtx(key, ctx.Err()), res.err)
 		}
 	}
+}
+
+// guardedNodes lists the nodes that the restart guard made refuse.
+func guardedNodes(t *tally) []int {
+	var ns []int
+	for i, rep := range t.replies {
+		if t.seen[i] && rep.guarded {
+			ns = append(ns, i)
+		}
+	}
+	return ns
 }
 
 // notAcquiredCtx is the error of a Lock call on key cut short by its
 // context ending with err: both errors.Is(ErrNotAcquired) and errors.Is(err)
 // hold.
 func notAcquiredCtx(key string, err error) error {
-	return fmt.Errorf("%w: %q: %w", ErrNotAcquired, key, err)
+	return fmt.Errorf("%w: %s: %w", ErrNotAcquired, quoteKey(key), err)
 }
 
-// attempt makes one acquire round. On failure it returns the error and
-// which nodes the acquire was sent to, so that the caller can undo it.
-func (r *Redlock) attempt(ctx context.Context, key, value string, p params, ln lanes) (*Lock, tally, []bool, error) {
+// attemptResult is the outcome of one acquire attempt.
+type attemptResult struct {
+	lock    *Lock
+	t       tally  // the acquire round's replies
+	wrote   []bool // on failure: the nodes the attempt may have written to
+	sentAny bool   // the acquire was sent to at least one node
+	err     error
+}
+
+// attempt makes one acquire round, and with fencing takes the token. On
+// failure it says which nodes to undo.
+func (r *Redlock) attempt(ctx context.Context, key, value string, p params, ln lanes) attemptResult {
 	start := r.clock.Now()
 	t, sent := r.fanout(ctx, round{
 		lanes:   ln,
@@ -245,18 +357,38 @@ func (r *Redlock) attempt(ctx context.Context, key, value string, p params, ln l
 		key:     p.nodeKey,
 		value:   value,
 		ttl:     p.TTL,
+		ext:     p.ext,
+		fencing: p.Fencing,
+		guard:   r.guard,
 	})
+	res := attemptResult{t: t, wrote: mayHaveWritten(&t, sent), sentAny: slices.Contains(sent, true)}
+	fail := func(format string, args ...any) attemptResult {
+		res.err = t.join(fmt.Errorf("%w: %s: "+format, append([]any{ErrNotAcquired, quoteKey(key)}, args...)...))
+		return res
+	}
 	if t.ctxErr != nil {
-		return nil, t, sent, t.join(notAcquiredCtx(key, t.ctxErr))
+		res.err = t.join(notAcquiredCtx(key, t.ctxErr))
+		return res
 	}
-	left := validity(p.TTL, r.clock.Since(start), p.DriftFactor)
 	if !t.won() {
-		return nil, t, sent, t.join(fmt.Errorf("%w: %q: %s", ErrNotAcquired, key, &t))
+		return fail("%s", &t)
 	}
-	if left <= 0 {
-		return nil, t, sent, t.join(fmt.Errorf("%w: %q: %s, but no validity left (%v after drift)", ErrNotAcquired, key, &t, left))
+	var token uint64
+	if p.Fencing {
+		var err error
+		if token, err = r.fence(ctx, key, value, p, ln, &t); err != nil {
+			res.err = err
+			return res
+		}
 	}
-	return newLock(r, key, value, p, validUntil(start, p.TTL, p.DriftFactor), ln), t, nil, nil
+	elapsed := r.clock.Since(start)
+	if elapsed < 0 {
+		return fail("%s, but the clock stepped back by %v during the round: its validity cannot be measured", &t, -elapsed)
+	}
+	if left := validity(p.TTL, elapsed, p.DriftFactor); left <= 0 {
+		return fail("%s, but no validity left (%v after drift)", &t, left)
+	}
+	return attemptResult{lock: newLock(r, key, value, token, p, validUntil(start, p.TTL, p.DriftFactor), ln)}
 }
 
 // releaseRound returns the round that deletes the lock's key, where it
@@ -276,6 +408,7 @@ func (r *Redlock) releaseRound(ctx context.Context, p params, value string, ln l
 		op:      opRelease,
 		key:     p.nodeKey,
 		value:   value,
+		ext:     p.ext,
 	}
 }
 
@@ -297,13 +430,21 @@ func (r *Redlock) readRand(b []byte) error {
 	return err
 }
 
-// newValue returns 16 random bytes from the Redlock's source, hex-encoded.
-func (r *Redlock) newValue() (string, error) {
+// attemptValue returns the value one attempt stores: for a given value, the
+// value, ".", and 8 random bytes in hex; else 16 random bytes in hex.
+func (r *Redlock) attemptValue(given string) (string, error) {
 	var b [16]byte
-	if err := r.readRand(b[:]); err != nil {
+	n := len(b)
+	if given != "" {
+		n = 8
+	}
+	if err := r.readRand(b[:n]); err != nil {
 		return "", fmt.Errorf("dlock: generate lock value: %w", err)
 	}
-	return hex.EncodeToString(b[:]), nil
+	if given == "" {
+		return hex.EncodeToString(b[:]), nil
+	}
+	return given + "." + hex.EncodeToString(b[:n]), nil
 }
 
 // jitter returns a random duration in [0, bound), or 0 when bound ≤ 0 or

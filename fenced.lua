@@ -1,0 +1,88 @@
+-- The fenced operations of dlock's Fencer, one script for the three calls
+-- so that the restart guard and the counter rules live in one place.
+--
+-- KEYS[1] the lock key; KEYS[2] its fencing counter (no TTL, never
+-- decreases); KEYS[3] the node's restart marker (a hash: since, floor), or
+-- absent where the node keeps none.
+-- ARGV[1] the operation: "acquire", "extend" or "fence"
+-- ARGV[2] the holder's value; ARGV[3] the TTL in milliseconds
+-- ARGV[4] the restart guard in microseconds, "0" when off
+-- ARGV[5] acquire: "1" to advance the counter; extend, fence: the token
+--         ("0" for an unfenced extend)
+-- Returns {ok, counter, guarded}.
+local op, value, ttl, guard, arg = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+
+-- counter returns the key's counter as a number, or nil.
+local function counter()
+	local c = redis.call("GET", KEYS[2])
+	return c and tonumber(c)
+end
+
+local v = redis.pcall("GET", KEYS[1])
+if type(v) == "table" then
+	return {0, 0, 0} -- not a string (WRONGTYPE): not ours
+end
+
+if op == "fence" then
+	if v ~= value then
+		return {0, counter() or 0, 0}
+	end
+	local c = counter()
+	if not c or c < tonumber(arg) then
+		redis.call("SET", KEYS[2], arg)
+		c = tonumber(arg)
+	end
+	return {c == tonumber(arg) and 1 or 0, c, 0}
+end
+
+if op == "extend" and v == value then
+	redis.call("PEXPIRE", KEYS[1], ttl)
+	return {1, counter() or 0, 0}
+end
+if v then
+	return {0, counter() or 0, 0} -- held by another value
+end
+
+-- A grant (acquire, or an extend that puts back a missing key): the
+-- restart guard applies, and a missing counter starts at the floor.
+local floor = "0"
+if KEYS[3] then
+	local m = redis.call("HMGET", KEYS[3], "since", "floor")
+	if m[1] then
+		floor = m[2]
+		if guard > 0 then
+			local t = redis.call("TIME")
+			if tonumber(t[1]) * 1000000 + tonumber(t[2]) - tonumber(m[1]) < guard then
+				return {0, 0, 1}
+			end
+		end
+	elseif guard > 0 then
+		-- No marker: the node lost its data, or is new. Note when it came
+		-- back, and refuse until the guard has passed.
+		local t = redis.call("TIME")
+		local now = t[1] .. string.format("%06d", tonumber(t[2]))
+		redis.call("HSET", KEYS[3], "since", now, "floor", now)
+		return {0, 0, 1}
+	end
+end
+
+if op == "extend" then
+	if arg ~= "0" then
+		local c = counter() or tonumber(floor)
+		if c > tonumber(arg) then
+			return {0, c, 0} -- a later holder was here
+		end
+		redis.call("SET", KEYS[2], arg)
+	end
+	redis.call("SET", KEYS[1], value, "PX", ttl)
+	return {1, tonumber(arg), 0}
+end
+
+redis.call("SET", KEYS[1], value, "PX", ttl)
+if arg ~= "1" then
+	return {1, 0, 0}
+end
+if redis.call("EXISTS", KEYS[2]) == 0 then
+	redis.call("SET", KEYS[2], floor)
+end
+return {1, redis.call("INCR", KEYS[2]), 0}

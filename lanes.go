@@ -1,0 +1,44 @@
+package dlock
+
+import "time"
+
+// lane is one node's call history for one lock: its calls run one after
+// another, so that a release never starts before the acquire or extend it
+// follows has ended, however slow the node. A lane holds at most two calls
+// that have not ended: a call that would queue behind a call that is itself
+// still waiting is not sent (see round.must), so a hung node cannot pile up
+// calls.
+type lane struct {
+	last *call // the last call queued here (nil: none)
+	prev *call // the call before it
+	// lastErr is the last error the lock's owner saw from this node, to
+	// report when a call cannot be sent.
+	lastErr error
+}
+
+// call is one node call on a lane. Its fields are written before done is
+// closed and read only after.
+type call struct {
+	done    chan struct{} // closed when the call has returned
+	op      opKind
+	sentAt  time.Time
+	failed  bool // the call returned an error
+	unknown bool // this call, or one before it on the lane, has an unknown outcome
+}
+
+// lanes are the lanes of one lock, one per node, owned by one goroutine at
+// a time (the Lock call, then the Lock handle under its op semaphore).
+type lanes []lane
+
+// ended reports whether c is nil or has returned.
+func (c *call) ended() bool {
+	if c == nil {
+		return true
+	}
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
