@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"log"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/benbjohnson/clock"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/charconstpointer/dlock"
+	"github.com/charconstpointer/dlock/dlocktest"
 )
 
 // exampleRedis starts n in-process Redis servers (miniredis) and returns a
@@ -167,4 +170,61 @@ func ExampleNew() {
 	// defaults: dlock: invalid config: RefreshInterval = 1m0s: must be < TTL minus the drift allowance (9.898s), or the lock expires before its first refresh
 	// dlock: invalid config: nodes = []: need at least one node
 	// quorum: 3
+}
+
+// fencedStore is a resource that checks fencing tokens: it remembers the
+// largest token it accepted and refuses smaller ones.
+type fencedStore struct {
+	mu      sync.Mutex
+	largest uint64
+	data    []string
+}
+
+func (s *fencedStore) Write(token uint64, data string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if token < s.largest {
+		return fmt.Errorf("refused: token %d is older than %d", token, s.largest)
+	}
+	s.largest = token
+	s.data = append(s.data, data)
+	return nil
+}
+
+func ExampleLock_Token() {
+	// Three in-memory nodes and a Redlock on a clock the example moves.
+	clk := clock.NewMock()
+	var nodes []dlock.Node
+	for range 3 {
+		nodes = append(nodes, dlocktest.NewMemoryNode(clk))
+	}
+	locker, err := dlock.New(nodes, dlock.WithClock(clk),
+		dlock.WithDefaults(dlock.WithFencing(), dlock.WithTTL(10*time.Second)))
+	if err != nil {
+		log.Fatal(err)
+	}
+	store := &fencedStore{}
+
+	a, err := locker.Lock("report", "a")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("a holds the lock:", a.Held())
+	// a checked Held, then paused (a GC, a stopped VM) past its validity.
+	clk.Add(15 * time.Second)
+
+	b, err := locker.Lock("report", "b")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("b writes:", store.Write(b.Token(), "from b"))
+	// a resumes and writes with its token, older than b's: refused.
+	fmt.Println("a writes:", store.Write(a.Token(), "from a"))
+	fmt.Println("stored:", store.data)
+	_ = b.Release()
+	// Output:
+	// a holds the lock: true
+	// b writes: <nil>
+	// a writes: refused: token 1 is older than 2
+	// stored: [from b]
 }

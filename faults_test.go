@@ -320,3 +320,27 @@ func TestLock_mutual_exclusion_under_lost_replies(t *testing.T) {
 	}
 	t.Logf("%d seeds from %d, %d acquisitions, %d seeds with two holders", seeds, first, holds, bad)
 }
+
+// tokenViolations lists pairs of fenced grants out of order: the same
+// token twice, or a lock whose attempt started after another lock was
+// granted with a token that is not larger.
+func (run *faultRun) tokenViolations() []string {
+	var out []string
+	for i, a := range run.holds {
+		if a.token == 0 {
+			out = append(out, fmt.Sprintf("hold %d (client %d) has no token", i, a.client))
+			continue
+		}
+		for j, b := range run.holds {
+			switch {
+			case i == j:
+			case a.token == b.token && i < j:
+				out = append(out, fmt.Sprintf("holds %d and %d share token %d", i, j, a.token))
+			case b.start.After(a.acq) && b.token <= a.token:
+				out = append(out, fmt.Sprintf("hold %d (token %d, attempt started %v) after hold %d (token %d, granted %v)",
+					j, b.token, b.start.Format(time.StampMicro), i, a.token, a.acq.Format(time.StampMicro)))
+			}
+		}
+	}
+	return out
+}

@@ -53,7 +53,7 @@ if KEYS[3] then
 		if guard > 0 then
 			local t = redis.call("TIME")
 			if tonumber(t[1]) * 1000000 + tonumber(t[2]) - tonumber(m[1]) < guard then
-				return {0, 0, 1}
+				return {0, counter() or 0, 1}
 			end
 		end
 	elseif guard > 0 then
@@ -62,7 +62,7 @@ if KEYS[3] then
 		local t = redis.call("TIME")
 		local now = t[1] .. string.format("%06d", tonumber(t[2]))
 		redis.call("HSET", KEYS[3], "since", now, "floor", now)
-		return {0, 0, 1}
+		return {0, counter() or 0, 1}
 	end
 end
 
@@ -75,12 +75,12 @@ if op == "extend" then
 		redis.call("SET", KEYS[2], arg)
 	end
 	redis.call("SET", KEYS[1], value, "PX", ttl)
-	return {1, tonumber(arg), 0}
+	return {1, counter() or 0, 0}
 end
 
 redis.call("SET", KEYS[1], value, "PX", ttl)
 if arg ~= "1" then
-	return {1, 0, 0}
+	return {1, counter() or 0, 0}
 end
 if redis.call("EXISTS", KEYS[2]) == 0 then
 	redis.call("SET", KEYS[2], floor)
