@@ -80,6 +80,25 @@ func (e *busyError) NotSent() bool { return true }
 
 func (e *busyError) Unwrap() error { return e.last }
 
+// boundError is the error of a call that was not sent because as many
+// calls as WithMaxInFlight allows were already in flight to the node.
+type boundError struct {
+	bound int32
+	last  error
+}
+
+func (e *boundError) Error() string {
+	s := "not sent: " + strconv.Itoa(int(e.bound)) + " calls already in flight to the node (WithMaxInFlight)"
+	if e.last != nil {
+		s += "; the node's last error: " + e.last.Error()
+	}
+	return s
+}
+
+func (e *boundError) NotSent() bool { return true }
+
+func (e *boundError) Unwrap() error { return e.last }
+
 // maxKeyInMessage is how many bytes of a key an error message quotes.
 const maxKeyInMessage = 64
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"strconv"
@@ -45,6 +46,8 @@ var errLost = errors.New("lossy node: connection reset")
 
 // do runs apply under the node's faults and returns what the caller sees.
 func (n *lossyNode) do(ctx context.Context, apply func() (dlock.Reply, error)) (dlock.Reply, error) {
+	n.inflight.Add(1) // every call, so that the run can wait for them all
+	defer n.inflight.Done()
 	n.mu.Lock()
 	u, atDeadline := n.rng.Float64(), n.rng.IntN(2) == 0
 	delay := time.Duration(n.rng.Int64N(int64(n.maxLate)))
@@ -159,22 +162,35 @@ func (n *lossyNode) Fence(ctx context.Context, req dlock.Request) (dlock.Reply, 
 
 // faultRun is one randomised run: clients contend for one key on lossy
 // nodes, each checking Held right before every use of the resource.
+//
+// Events at one instant of fake time are ordered by a sequence number, so
+// that a use just before another client's grant at the same instant is not
+// taken for one during it.
 type faultRun struct {
 	mu    sync.Mutex
+	seq   int
 	holds []faultHold
 	uses  []faultUse
 }
 
 type faultHold struct {
-	client     int
-	token      uint64
-	acq, start time.Time // when Lock returned; when its attempt started
-	end        time.Time // when the holder began to release, or its validity ended
+	client         int
+	token          uint64
+	acq, start     time.Time // when Lock returned; when its attempt started
+	end            time.Time // when its validity ended, or the holder began to release
+	acqSeq, endSeq int       // the order of the grant and of the start of the release
 }
 
 type faultUse struct {
 	client, hold int
 	at           time.Time
+	seq          int
+}
+
+// next returns the next sequence number; run.mu is held.
+func (run *faultRun) next() int {
+	run.seq++
+	return run.seq
 }
 
 // runFaults runs clients for d of fake time in a bubble and returns what
@@ -212,10 +228,10 @@ func runFaults(t *testing.T, seed uint64, fencing bool, d time.Duration) *faultR
 			wg.Go(func() { run.client(ctx, r, c, rng, ttl) })
 		}
 		wg.Wait()
-		for _, n := range ns {
-			n.inflight.Wait()
-		}
 		time.Sleep(time.Second) // background releases end
+		for _, n := range ns {
+			n.inflight.Wait() // and the calls they made (a happens-before edge for the race detector)
+		}
 	})
 	return run
 }
@@ -242,7 +258,8 @@ func (run *faultRun) client(ctx context.Context, r *dlock.Redlock, c int, rng *r
 		hi := len(run.holds)
 		// The attempt started ValidUntil - (TTL - drift) before.
 		run.holds = append(run.holds, faultHold{client: c, token: l.Token(), acq: acq,
-			start: l.ValidUntil().Add(-(ttl - ttl/100 - 2*time.Millisecond)), end: l.ValidUntil()})
+			start: l.ValidUntil().Add(-(ttl - ttl/100 - 2*time.Millisecond)), end: l.ValidUntil(),
+			acqSeq: run.next(), endSeq: math.MaxInt})
 		run.mu.Unlock()
 		for range 1 + rng.IntN(6) {
 			time.Sleep(time.Duration(rng.IntN(40)) * time.Millisecond)
@@ -250,13 +267,14 @@ func (run *faultRun) client(ctx context.Context, r *dlock.Redlock, c int, rng *r
 				break
 			}
 			run.mu.Lock()
-			run.uses = append(run.uses, faultUse{client: c, hold: hi, at: time.Now()})
+			run.uses = append(run.uses, faultUse{client: c, hold: hi, at: time.Now(), seq: run.next()})
 			run.mu.Unlock()
 		}
 		run.mu.Lock()
 		if now := time.Now(); now.Before(run.holds[hi].end) {
 			run.holds[hi].end = now
 		}
+		run.holds[hi].endSeq = run.next()
 		run.mu.Unlock()
 		_ = l.Release()
 		time.Sleep(time.Duration(rng.IntN(10)) * time.Millisecond)
@@ -269,7 +287,7 @@ func (run *faultRun) violations() []string {
 	var out []string
 	for _, u := range run.uses {
 		for hi, h := range run.holds {
-			if h.client != u.client && !u.at.Before(h.acq) && u.at.Before(h.end) {
+			if h.client != u.client && u.seq > h.acqSeq && u.seq < h.endSeq && u.at.Before(h.end) {
 				out = append(out, fmt.Sprintf("client %d used the resource at %v while client %d held it (hold %d: %v to %v)",
 					u.client, u.at.Format(time.StampMicro), h.client, hi, h.acq.Format(time.StampMicro), h.end.Format(time.StampMicro)))
 				break

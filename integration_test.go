@@ -450,11 +450,11 @@ func TestIntegration_node_killed_mid_run(t *testing.T) {
 		deadline := time.Now().Add(5 * time.Second)
 		for {
 			got, err := c.Get(t.Context(), prefix+"after").Result()
-			if err == nil && got == "v-after" {
+			if err == nil && got == l.Value() {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Errorf("node %d: GET = %q, %v; want %q", i, got, err, "v-after")
+				t.Errorf("node %d: GET = %q, %v; want %q", i, got, err, l.Value())
 				break
 			}
 			time.Sleep(5 * time.Millisecond)

@@ -22,6 +22,7 @@ type call struct {
 	done    chan struct{} // closed when the call has returned
 	op      opKind
 	sentAt  time.Time
+	lastErr error // the lane's last error when the call was queued, to name a cause
 	failed  bool // the call returned an error
 	unknown bool // this call, or one before it on the lane, has an unknown outcome
 }

@@ -168,6 +168,10 @@ type Config struct {
 	// RestartGuard is how long a node that lost its data must wait, by its
 	// own clock, before it grants again. Default 0 (off); must be ≥ 0.
 	RestartGuard time.Duration
+	// MaxInFlight bounds the calls in flight to one node, over all locks
+	// of the Redlock. Default 0: the node client's pool size (RedisNode),
+	// else 64.
+	MaxInFlight int
 
 	// errs collects what the options found wrong, for New to return.
 	errs []error
@@ -255,6 +259,22 @@ func WithRestartGuard(d time.Duration) Option {
 			return
 		}
 		cfg.RestartGuard = d
+	}
+}
+
+// WithMaxInFlight bounds the calls in flight to each node, over all the
+// locks of the Redlock: an acquire or refresh that would exceed it is not
+// sent and counts as failed for that node (nothing to undo), so a slow or
+// hung node cannot pile up calls, goroutines and memory. Releases of what
+// was sent are never dropped. Default: the node client's pool size
+// (RedisNode: go-redis's PoolSize), or 64 for other nodes; must be > 0.
+func WithMaxInFlight(n int) Option {
+	return func(cfg *Config) {
+		if n <= 0 {
+			cfg.errs = append(cfg.errs, invalid("MaxInFlight", n, "must be > 0"))
+			return
+		}
+		cfg.MaxInFlight = n
 	}
 }
 

@@ -97,8 +97,11 @@ func (r *Redlock) start(rd round) *flight {
 				b.for_ = now.Sub(ln.prev.sentAt)
 			}
 			f.replies <- reply{node: i, err: b}
+		case !rd.must && r.inflight[i].Load() >= r.maxInFlight[i]:
+			f.replies <- reply{node: i, err: &boundError{bound: r.maxInFlight[i], last: ln.lastErr}}
 		default:
 			f.sent[i] = true
+			r.inflight[i].Add(1)
 			count++
 		}
 	}
@@ -113,8 +116,8 @@ func (r *Redlock) start(rd round) *flight {
 			continue
 		}
 		c := &f.calls[i]
-		c.done, c.op, c.sentAt = make(chan struct{}), rd.op, now
 		ln := &rd.lanes[i]
+		c.done, c.op, c.sentAt, c.lastErr = make(chan struct{}), rd.op, now, ln.lastErr
 		prev := ln.last
 		ln.prev, ln.last = ln.last, c
 		f.r.dispatch(task{f: f, i: i, prev: prev})
@@ -134,6 +137,7 @@ func (r *Redlock) start(rd round) *flight {
 func (f *flight) run(i int, prev *call) {
 	c := &f.calls[i]
 	defer func() {
+		f.r.inflight[i].Add(-1)
 		close(c.done)
 		if f.running.Add(-1) == 0 {
 			f.cancel()
@@ -154,7 +158,7 @@ func (f *flight) run(i int, prev *call) {
 			case <-ctx.Done():
 				// Never sent: the round's deadline passed (or the caller's
 				// context ended) while the call before it still ran.
-				var err error = &busyError{op: prev.op, for_: f.r.clock.Since(prev.sentAt)}
+				var err error = &busyError{op: prev.op, for_: f.r.clock.Since(prev.sentAt), last: c.lastErr}
 				if cerr := f.rd.callCtx.Err(); cerr != nil {
 					err = cerr
 				}

@@ -120,6 +120,20 @@ func (n *redisNode) storeIdentity() string {
 	return fmt.Sprintf("redis %T %p", n.c, n.c)
 }
 
+// poolSize is the number of connections the client keeps per server: the
+// default bound on calls in flight to the node.
+func (n *redisNode) poolSize() int {
+	switch c := n.c.(type) {
+	case *redis.Client:
+		return c.Options().PoolSize
+	case *redis.ClusterClient:
+		return c.Options().PoolSize
+	case *redis.Ring:
+		return c.Options().PoolSize
+	}
+	return 0
+}
+
 // guardSupported reports why the node cannot keep the restart guard.
 func (n *redisNode) guardSupported() error {
 	if n.standalone {

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/benbjohnson/clock"
@@ -44,6 +45,11 @@ type Redlock struct {
 	guard       time.Duration // restart guard; 0: off
 
 	idle []chan task // per node: where idle workers wait for a call
+
+	// inflight counts, per node, the calls sent and not yet returned, over
+	// every lock of the Redlock; maxInFlight bounds them (releases excepted).
+	inflight    []atomic.Int32
+	maxInFlight []int32
 
 	randMu sync.Mutex
 	rand   io.Reader
@@ -89,6 +95,8 @@ func New(nodes []Node, opts ...Option) (*Redlock, error) {
 		return nil, invalid("NodeTimeout", cfg.NodeTimeout, "must be > 0 (0: derived from the TTL)")
 	case cfg.RestartGuard < 0:
 		return nil, invalid("RestartGuard", cfg.RestartGuard, "must be ≥ 0 (0 disables the guard)")
+	case cfg.MaxInFlight < 0:
+		return nil, invalid("MaxInFlight", cfg.MaxInFlight, "must be > 0 (0: the client's pool size)")
 	}
 	for i := range nodes {
 		for j := range i {
@@ -125,8 +133,31 @@ func New(nodes []Node, opts ...Option) (*Redlock, error) {
 		nodeTimeout: cfg.NodeTimeout,
 		guard:       cfg.RestartGuard,
 		idle:        newIdle(len(nodes)),
+		inflight:    make([]atomic.Int32, len(nodes)),
+		maxInFlight: maxInFlight(nodes, cfg.MaxInFlight),
 		rand:        cfg.Rand,
 	}, nil
+}
+
+// defaultMaxInFlight bounds the calls in flight to a node that does not
+// say how many connections its client has.
+const defaultMaxInFlight = 64
+
+// maxInFlight returns the bound on calls in flight per node: max when
+// given, else the node's pool size when it has one, else 64.
+func maxInFlight(nodes []Node, max int) []int32 {
+	out := make([]int32, len(nodes))
+	for i, n := range nodes {
+		switch p, ok := n.(interface{ poolSize() int }); {
+		case max > 0:
+			out[i] = int32(min(max, math.MaxInt32))
+		case ok && p.poolSize() > 0:
+			out[i] = int32(min(p.poolSize(), math.MaxInt32))
+		default:
+			out[i] = defaultMaxInFlight
+		}
+	}
+	return out
 }
 
 func newIdle(n int) []chan task {
