@@ -804,9 +804,10 @@ func TestNew_restart_guard_needs_standalone_servers(t *testing.T) {
 }
 
 // Inspect on real nodes reports what a fenced lock left: while it is held,
-// the value, a TTL within the lock's and the counter at the token on every
-// node; after Release, the key gone and the counter kept, without a time to
-// live, at the token. An unfenced lock's key has no counter.
+// the value and a TTL within the lock's on every node, and the counter at
+// the token on a majority (never above it); after Release, the key gone and
+// every counter kept as it was, without a time to live. An unfenced lock's
+// key has no counter.
 func TestIntegration_Inspect_reports_a_fenced_lock(t *testing.T) {
 	fiSettle(t)
 	ss := fiServers(t, 3)
@@ -859,6 +860,15 @@ func TestIntegration_Inspect_reports_a_fenced_lock(t *testing.T) {
 	if err := first.Release(); err != nil {
 		t.Fatal(err)
 	}
+	// Release returns once a majority released; a node whose acquire was
+	// still on its way releases after it. Wait for that, so that every node
+	// is free for the next lock.
+	for i, st := range inspect(key, func(st dlock.KeyState) bool { return !st.Held }) {
+		if st.Held {
+			t.Fatalf("node %d still holds the first lock's key 1s after its Release: %+v", i, st)
+		}
+	}
+	called := time.Now()
 	l, err := r.Lock(key, "", dlock.WithFencing(), dlock.WithTTL(ttl))
 	if err != nil {
 		t.Fatal(err)
@@ -866,16 +876,34 @@ func TestIntegration_Inspect_reports_a_fenced_lock(t *testing.T) {
 	if l.Token() <= first.Token() {
 		t.Errorf("second token %d, want above the first %d", l.Token(), first.Token())
 	}
-	for i, st := range inspect(key, func(st dlock.KeyState) bool { return st.Held && st.Counter == l.Token() }) {
-		if !st.Held || st.Value != l.Value() {
-			t.Errorf("node %d while held: Held %v, Value %q; want true, %q", i, st.Held, st.Value, l.Value())
+	// A node's counter may lag the token: where a majority returned the
+	// token in the acquire round, the others are not raised.
+	quorum := r.Quorum()
+	held := inspect(key, func(st dlock.KeyState) bool { return st.Held })
+	minTTL := ttl - time.Since(called) - 2*time.Millisecond // PTTL is in whole milliseconds
+	nHeld, atToken := 0, 0
+	for i, st := range held {
+		if st.Held {
+			nHeld++
+			if st.Value != l.Value() {
+				t.Errorf("node %d while held: Value %q, want %q", i, st.Value, l.Value())
+			}
+			if st.TTL < minTTL || st.TTL > ttl {
+				t.Errorf("node %d while held: TTL %v, want in [%v, %v]", i, st.TTL, minTTL, ttl)
+			}
+			if !st.HasCounter || st.Counter > l.Token() {
+				t.Errorf("node %d while held: Counter %d (HasCounter %v), want at most the token %d", i, st.Counter, st.HasCounter, l.Token())
+			}
 		}
-		if st.TTL <= ttl-time.Second || st.TTL > ttl {
-			t.Errorf("node %d while held: TTL %v, want in (%v, %v]", i, st.TTL, ttl-time.Second, ttl)
+		if st.HasCounter && st.Counter == l.Token() {
+			atToken++
+		} else {
+			t.Logf("node %d: counter %d (HasCounter %v) lags the token %d", i, st.Counter, st.HasCounter, l.Token())
 		}
-		if got, want := st.Counter, l.Token(); !st.HasCounter || got != want {
-			t.Errorf("node %d while held: Counter %d (HasCounter %v), want %d", i, got, st.HasCounter, want)
-		}
+	}
+	if nHeld < quorum || atToken < quorum {
+		t.Errorf("while held: the key on %d nodes and the counter at the token %d on %d, want each on at least a quorum (%d)",
+			nHeld, l.Token(), atToken, quorum)
 	}
 
 	if err := l.Release(); err != nil {
@@ -885,8 +913,9 @@ func TestIntegration_Inspect_reports_a_fenced_lock(t *testing.T) {
 		if st.Held || st.Value != "" || st.TTL != 0 {
 			t.Errorf("node %d after Release: %+v, want the key gone", i, st)
 		}
-		if got, want := st.Counter, l.Token(); !st.HasCounter || got != want {
-			t.Errorf("node %d after Release: Counter %d (HasCounter %v), want %d kept", i, got, st.HasCounter, want)
+		if st.HasCounter != held[i].HasCounter || st.Counter != held[i].Counter {
+			t.Errorf("node %d after Release: Counter %d (HasCounter %v), want %d (%v) kept",
+				i, st.Counter, st.HasCounter, held[i].Counter, held[i].HasCounter)
 		}
 		// The counter key, as RedisNode documents it, has no time to live.
 		if got, err := cs[i].PTTL(t.Context(), "dlock:fence:{"+key+"}").Result(); err != nil || got != -1 {

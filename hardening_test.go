@@ -52,8 +52,14 @@ func TestTryLock_same_value_twice_leaves_the_holder_intact(t *testing.T) {
 		}
 		time.Sleep(time.Second) // any background cleanup has run
 		synctest.Wait()
-		if got := exactly(fs, "k", l.Value()); got != 5 {
-			t.Errorf("the holder's key is on %d nodes, want 5", got)
+		// The holder keeps a majority, and no failed attempt left a key. (A
+		// node that the holder's own acquire reached after a failed
+		// attempt's need not hold it.)
+		if got, left := exactly(fs, "k", l.Value()), keysLeft(fs, "k"); got < 3 || left != got {
+			for i, f := range fs {
+				t.Logf("node %d: %q; calls %q", i, f.value("k"), f.history())
+			}
+			t.Errorf("the holder's key is on %d nodes and %d keys are set, want a majority and no other key", got, left)
 		}
 		if !l.Held() || isClosed(l.Lost()) || l.Err() != nil {
 			t.Errorf("Held = %v, Lost closed = %v, Err = %v; want held", l.Held(), isClosed(l.Lost()), l.Err())
