@@ -55,7 +55,10 @@ type round struct {
 	key, value string
 	ttl        time.Duration
 	// ext makes the calls through Fencer, with guard and token.
-	ext     bool
+	ext bool
+	// announce makes a release through Notifier.ReleaseNotify where the
+	// node has it: the release of a held lock, which waiters want to hear.
+	announce bool
 	fencing bool          // acquire: advance and return the counter
 	guard   time.Duration // the restart guard, when ext
 	token   uint64        // extend: the lock's token; fence: the token to set
@@ -218,6 +221,13 @@ func (f *flight) call(ctx context.Context, i int) (rep reply) {
 	}()
 	rd := &f.rd
 	node := f.r.nodes[i]
+	if rd.op == opRelease && rd.announce && f.r.notifiers[i] != nil {
+		rep.ok, rep.err = f.r.notifiers[i].ReleaseNotify(ctx, rd.key, rd.value)
+		if rep.err != nil {
+			rep.ok = false
+		}
+		return rep
+	}
 	if rd.ext || rd.op == opFence {
 		fn := f.r.fencers[i]
 		req := Request{Key: rd.key, Value: rd.value, TTL: rd.ttl, Guard: rd.guard, Fencing: rd.fencing, Token: rd.token}

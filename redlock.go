@@ -35,7 +35,11 @@ var _ Locker = (*Redlock)(nil)
 // node calls exit on their own 50ms after their last call.
 type Redlock struct {
 	nodes       []Node
-	fencers     []Fencer // nodes[i] as a Fencer, nil where it is not one
+	fencers     []Fencer   // nodes[i] as a Fencer, nil where it is not one
+	notifiers   []Notifier // nodes[i] as a Notifier, nil where it is not one
+	wake        *wakeHub   // nil when no node announces releases
+
+	builtInBubble bool // New ran in a testing/synctest bubble
 	quorum      int
 	clock       clock.Clock
 	log         *slog.Logger
@@ -122,7 +126,13 @@ func New(nodes []Node, opts ...Option) (*Redlock, error) {
 	if _, err := cfg.Defaults.resolve(); err != nil {
 		return nil, fmt.Errorf("defaults: %w", err)
 	}
-	return &Redlock{
+	notifiers := make([]Notifier, len(nodes))
+	anyNotifier := false
+	for i, n := range nodes {
+		notifiers[i], _ = n.(Notifier)
+		anyNotifier = anyNotifier || notifiers[i] != nil
+	}
+	r := &Redlock{
 		nodes:       slices.Clone(nodes),
 		fencers:     fencers,
 		quorum:      len(nodes)/2 + 1,
@@ -136,7 +146,14 @@ func New(nodes []Node, opts ...Option) (*Redlock, error) {
 		inflight:    make([]atomic.Int32, len(nodes)),
 		maxInFlight: maxInFlight(nodes, cfg.MaxInFlight),
 		rand:        cfg.Rand,
-	}, nil
+		notifiers:   notifiers,
+
+		builtInBubble: inBubble(),
+	}
+	if anyNotifier {
+		r.wake = &wakeHub{r: r}
+	}
+	return r, nil
 }
 
 // defaultMaxInFlight bounds the calls in flight to a node that does not
@@ -284,6 +301,13 @@ func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, r
 		return nil, notAcquiredCtx(key, err)
 	}
 
+	var w *waiter
+	if retry {
+		// Listen for releases before the first attempt, so that one that
+		// comes between a refused attempt and the wait is not missed.
+		w = r.wake.wait(p.nodeKey)
+		defer w.stop()
+	}
 	ln := make(lanes, len(r.nodes)) // this lock's call history per node
 	var lastErrs []error            // the node errors of the last attempt that had any
 	for attempt := 1; ; attempt++ {
@@ -338,6 +362,9 @@ func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, r
 			timer := r.clock.Timer(wait)
 			select {
 			case <-timer.C:
+			case <-w.wakeC():
+				// Released on a node: retry now rather than at the poll.
+				timer.Stop()
 			case <-ctx.Done():
 				timer.Stop()
 				return nil, errors.Join(notAcquiredCtx(key, ctx.Err()), res.err)
