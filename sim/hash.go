@@ -29,6 +29,7 @@ const (
 	tagPartition
 	tagPersist
 	tagTail
+	tagRetrans
 )
 
 // mix64 is the splitmix64 finaliser: a bijective, well-mixing step.

@@ -46,10 +46,11 @@ type node struct {
 	id      int
 	persist bool
 
-	mu    sync.Mutex
-	clock skew
-	up    bool
-	store map[string]entry
+	mu      sync.Mutex
+	clock   skew
+	up      bool
+	crashes int // how many times it crashed: its connections from before a crash are reset
+	store   map[string]entry
 }
 
 // now is the node clock's reading at true instant t; n.mu is held.
@@ -121,12 +122,21 @@ func (n *node) crash() string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.up = false
+	n.crashes++
 	if n.persist {
 		return fmt.Sprintf("crash n%d (persistent, keeps %d key(s))", n.id, len(n.store))
 	}
 	lost := len(n.store)
 	n.store = map[string]entry{}
 	return fmt.Sprintf("crash n%d (memory lost, %d key(s))", n.id, lost)
+}
+
+// epoch is the number of crashes so far: a connection opened in one epoch
+// is reset in the next.
+func (n *node) epoch() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.crashes
 }
 
 // restart brings the node back up.

@@ -67,7 +67,8 @@ type Scenario struct {
 	// Network: one-way latency is uniform in [LatencyMin, LatencyMax); with
 	// probability TailProb (in the fault window) it is instead Pareto with
 	// scale TailMin and shape 0.8, capped at TailMax.
-	// DropProb is the chance that one message (request or reply) is lost.
+	// DropProb is the chance that one message (request or reply) is lost:
+	// its call fails; a lost request is retransmitted (see doc.go).
 	LatencyMin, LatencyMax time.Duration
 	TailProb               float64
 	TailMin, TailMax       time.Duration

@@ -21,12 +21,6 @@ type event struct {
 	text    string
 }
 
-// link is the state of one client–node connection: messages are delivered
-// in order in each direction, like on one TCP connection.
-type link struct {
-	lastReq, lastResp time.Time
-}
-
 // partition cuts clients from nodes during [from, to).
 type partition struct {
 	from, to time.Time
@@ -70,7 +64,7 @@ type world struct {
 	inflight atomic.Int64 // deliver goroutines running
 
 	mu     sync.Mutex // guards what follows
-	links  [][]link   // [client][node]
+	pools  [][]pool   // [client][node]
 	events []event
 	holds  []hold
 	ops    []resourceOp
@@ -133,9 +127,9 @@ func newWorld(sc Scenario, seed int64) (*world, error) {
 			clock:   w.skew(tagNodeClock, i, sc.NodeRate, sc.NodeOffset, sc.fixedNodeRate),
 		})
 	}
-	w.links = make([][]link, sc.Clients)
+	w.pools = make([][]pool, sc.Clients)
 	for c := range sc.Clients {
-		w.links[c] = make([]link, sc.Nodes)
+		w.pools[c] = make([]pool, sc.Nodes)
 		clk := newSkewClock(w.skew(tagClientClock, c, sc.ClientRate, sc.ClientOffset, sc.fixedClientRate))
 		stubs := make([]dlock.Node, sc.Nodes)
 		for n := range stubs {
@@ -275,63 +269,150 @@ func (s *stub) Release(ctx context.Context, key, value string) (bool, error) {
 	return s.w.call(ctx, s.c, s.n, opRelease, key, value, 0)
 }
 
-// call sends one operation from client c to node n and waits for the reply
-// or for ctx. The message's fate (latency, loss) is a hash of the seed, the
-// link, the operation, the value and the instant of the call, so it does not
-// depend on the order in which goroutines make calls.
+// call sends one operation from client c to node n on a connection of
+// their pool and waits for the reply or for ctx. The message's fate
+// (latency, loss) is a hash of the seed, the client, the node, the
+// operation, the value and the instant of the call, so it does not depend on
+// the order in which goroutines make calls. When ctx ends first, the call
+// abandons its connection and returns ctx.Err(); its request still arrives.
 func (w *world) call(ctx context.Context, c, n int, o op, key, value string, ttl time.Duration) (bool, error) {
 	now := time.Now()
 	h := w.h(uint64(c), uint64(n), uint64(o), strHash(value), uint64(now.UnixNano()))
 	lat := w.latency(now, hashOf(h, tagReqLatency))
-	w.mu.Lock()
-	ln := &w.links[c][n]
-	arrive := atSlot(later(now.Add(lat), ln.lastReq.Add(1)), slotReq(c, o))
-	ln.lastReq = arrive
-	w.mu.Unlock()
-	w.slow(lat, arrive)
 	giveUp := atSlot(now.Add(2*w.sc.NodeTimeout), slotGiveUp)
+	w.mu.Lock()
+	p := &w.pools[c][n]
+	x := &exchange{conn: p.take()}
+	arrive := book(&p.reqs, now, atSlot(now.Add(lat), slotReq(c, o)))
+	w.mu.Unlock()
+	epoch := w.nodes[n].epoch()
+	w.slow(lat, arrive)
+	reqLost := w.lost(c, n, arrive, hashOf(h, tagReqDrop))
+	if reqLost != "" {
+		w.mu.Lock()
+		x.replyAt = later(arrive, giveUp)
+		w.mu.Unlock()
+	}
 	reply := make(chan result, 1)
 	w.inflight.Add(1)
 	go func() {
 		defer w.inflight.Add(-1)
-		w.deliver(c, n, o, key, value, ttl, h, arrive, giveUp, reply)
+		w.deliver(x, c, n, o, key, value, ttl, h, now, epoch, arrive, giveUp, reqLost, reply)
 	}()
 	select {
 	case r := <-reply:
 		return r.ok, r.err
 	case <-ctx.Done():
-		return false, ctx.Err()
 	}
+	// A reply that reaches the client at this very instant wins over the
+	// context, whichever goroutine the scheduler ran first.
+	ended := time.Now()
+	w.mu.Lock()
+	due := !x.replyAt.IsZero() && !x.replyAt.After(ended)
+	if !due {
+		x.abandoned = ended
+	}
+	w.mu.Unlock()
+	if due {
+		r := <-reply
+		return r.ok, r.err
+	}
+	w.logf("c%d -> n%d %s k%d v=%s: abandoned, %v", c, n, o, x.conn, short(value), ctx.Err())
+	return false, ctx.Err()
 }
 
-// deliver carries one request to its node and the reply back.
-func (w *world) deliver(c, n int, o op, key, value string, ttl time.Duration, h uint64, arrive, giveUp time.Time, reply chan<- result) {
-	lose := func(why string) {
-		w.logf("c%d -> n%d %s v=%s: %s", c, n, o, short(value), why)
-		sleepUntil(giveUp)
-		reply <- result{err: errNoReply}
+// deliver carries one request of exchange x, sent at call when node n was
+// in its epoch-th life, to the node and the reply back; reqLost says why
+// the request is lost ("" if it is not).
+func (w *world) deliver(x *exchange, c, n int, o op, key, value string, ttl time.Duration, h uint64, call time.Time, epoch int, arrive, giveUp time.Time, reqLost string, reply chan<- result) {
+	// end hands the call its result at x.replyAt, unless it was abandoned;
+	// the connection goes back to the pool only after a reply.
+	end := func(r result, idle bool) {
+		sleepUntil(x.replyAt)
+		w.mu.Lock()
+		gone := !x.abandoned.IsZero()
+		if idle && !gone {
+			w.pools[c][n].put(x.conn)
+		}
+		w.mu.Unlock()
+		if !gone {
+			reply <- r
+		}
 	}
 	sleepUntil(arrive)
-	if why := w.lost(c, n, arrive, hashOf(h, tagReqDrop)); why != "" {
-		lose("request " + why)
+	if reqLost != "" {
+		w.logf("c%d -> n%d %s k%d v=%s: request %s", c, n, o, x.conn, short(value), reqLost)
+		if at, ok := w.retransmission(c, n, o, h, call, arrive); ok {
+			w.inflight.Add(1)
+			go func() {
+				defer w.inflight.Add(-1)
+				sleepUntil(at)
+				w.applyLate(x.conn, c, n, o, key, value, ttl, at, epoch)
+			}()
+		}
+		end(result{err: errNoReply}, false)
 		return
 	}
 	ok, what, err := w.nodes[n].apply(arrive, o, key, value, ttl)
-	w.logf("n%d %s c%d v=%s: %s", n, o, c, short(value), what)
+	w.mu.Lock()
+	late := ""
+	if !x.abandoned.IsZero() && x.abandoned.Before(arrive) {
+		late = fmt.Sprintf(" (late: the caller gave up at %s)", stamp(x.abandoned.Sub(w.start)))
+	}
+	w.mu.Unlock()
+	w.logf("n%d %s c%d k%d v=%s: %s%s", n, o, c, x.conn, short(value), what, late)
 
 	lat := w.latency(arrive, hashOf(h, tagRespLatency))
 	w.mu.Lock()
-	ln := &w.links[c][n]
-	back := atSlot(later(arrive.Add(lat), ln.lastResp.Add(1)), slotResp(c, n, o))
-	ln.lastResp = back
+	back := book(&w.pools[c][n].resps, arrive, atSlot(arrive.Add(lat), slotResp(c, n, o)))
 	w.mu.Unlock()
 	w.slow(lat, back)
-	sleepUntil(back)
-	if why := w.lost(c, n, back, hashOf(h, tagRespDrop)); why != "" {
-		lose("reply " + why)
+	respLost := w.lost(c, n, back, hashOf(h, tagRespDrop))
+	w.mu.Lock()
+	x.replyAt = back
+	if respLost != "" {
+		x.replyAt = later(back, giveUp)
+	}
+	w.mu.Unlock()
+	if respLost != "" {
+		sleepUntil(back)
+		w.logf("c%d -> n%d %s k%d v=%s: reply %s", c, n, o, x.conn, short(value), respLost)
+		end(result{err: errNoReply}, false)
 		return
 	}
-	reply <- result{ok: ok, err: err}
+	end(result{ok: ok, err: err}, true)
+}
+
+// retransmission returns when the request of client c to node n with hash
+// h, sent at call and lost on its way (its first copy due at arrive),
+// reaches the node after all, as TCP retransmits it: copy k (1 … maxRetrans)
+// leaves at call + rto·(2^k − 1), with a latency of its own, no earlier
+// than arrive, and is lost, like any message, to a drop or a partition. It
+// reports false when every copy is lost.
+func (w *world) retransmission(c, n int, o op, h uint64, call, arrive time.Time) (time.Time, bool) {
+	for k := range uint64(maxRetrans) {
+		hk := hashOf(h, tagRetrans, k)
+		sent := call.Add(rto * time.Duration(1<<(k+1)-1))
+		lat := w.latency(sent, hk)
+		w.mu.Lock()
+		at := book(&w.pools[c][n].reqs, arrive, atSlot(later(sent.Add(lat), arrive), slotReq(c, o)))
+		w.mu.Unlock()
+		if w.lost(c, n, at, hashOf(hk, tagReqDrop)) == "" {
+			return at, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// applyLate applies a retransmitted request, sent on connection k when node
+// n was in its epoch-th life, at t. Its call failed (errNoReply); a
+// node that crashed since then resets the connection instead.
+func (w *world) applyLate(k, c, n int, o op, key, value string, ttl time.Duration, t time.Time, epoch int) {
+	what := "connection reset: the node restarted"
+	if w.nodes[n].epoch() == epoch {
+		_, what, _ = w.nodes[n].apply(t, o, key, value, ttl)
+	}
+	w.logf("n%d %s c%d k%d v=%s: %s (retransmitted; its call failed)", n, o, c, k, short(value), what)
 }
 
 func later(a, b time.Time) time.Time {
