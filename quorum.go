@@ -38,6 +38,12 @@ type round struct {
 	// however long the queue. Other calls are not sent on a lane whose last
 	// call is still waiting for the one before it, and count as failed.
 	must bool
+	// undo marks the release of a failed attempt: each call is made only
+	// when the call before it on the lane (the attempt's) may have written,
+	// as that call's own outcome says once it has ended. Deciding there,
+	// rather than from the replies counted when the round was decided,
+	// keeps the decision independent of which replies had arrived by then.
+	undo bool
 	// only, when not nil, limits the round to the nodes marked true.
 	only []bool
 	// preset, with only, marks nodes outside the round that fanout counts
@@ -174,11 +180,18 @@ func (f *flight) run(i int, prev *call) {
 		}
 	}
 	earlier := prev != nil && prev.unknown
+	if f.rd.undo && prev != nil && !prev.wrote {
+		// The attempt's call changed nothing on this node: nothing to undo.
+		c.unknown = earlier
+		f.replies <- reply{node: i}
+		return
+	}
 	rep := f.call(ctx, i)
 	if rep.err != nil {
 		rep.err = f.cutShort(ctx, rep.err)
 	}
 	c.failed = rep.err != nil
+	c.wrote = rep.ok || f.rd.op == opFence || (rep.err != nil && !isNotSent(rep.err))
 	c.unknown = earlier || (rep.err != nil && !isNotSent(rep.err))
 	f.replies <- rep
 	if f.rd.must && earlier {
@@ -352,24 +365,4 @@ func (t *tally) addUnanswered(f *flight, err error) {
 			t.seen[i] = false // still running: its outcome is unknown
 		}
 	}
-}
-
-// mayHaveWritten reports, for each node of a round the caller has counted
-// in t, whether the call may have changed the node: it was sent, and its
-// outcome was a success or is unknown. A refusal, or an error that says the
-// request never reached the node, changed nothing there.
-func mayHaveWritten(t *tally, sent []bool) []bool {
-	w := make([]bool, len(sent))
-	for i, s := range sent {
-		if !s {
-			continue
-		}
-		if !t.seen[i] {
-			w[i] = true // still running: unknown
-			continue
-		}
-		rep := t.replies[i]
-		w[i] = rep.ok || (rep.err != nil && !isNotSent(rep.err))
-	}
-	return w
 }

@@ -319,11 +319,14 @@ func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, r
 		if res.lock != nil {
 			return res.lock, nil
 		}
-		// Undo the attempt where it may have written, each release after
-		// that node's own calls, so that a late grant is undone too. The
-		// releases run in the background; the next attempt queues after them.
-		if slices.Contains(res.wrote, true) {
-			r.start(r.releaseRound(ctx, p, stored, ln, res.wrote))
+		// Undo the attempt where it may have written (each release call
+		// sees its own node's outcome), each release after that node's own
+		// calls, so that a late grant is undone too. The releases run in
+		// the background; the next attempt queues after them.
+		if res.sentAny {
+			rd := r.releaseRound(ctx, p, stored, ln, res.sent)
+			rd.undo = true
+			r.start(rd)
 		}
 		if r.log.Enabled(ctx, slog.LevelDebug) {
 			r.log.DebugContext(ctx, "dlock: acquire attempt failed", "key", logKey(key), "attempt", attempt,
@@ -397,7 +400,7 @@ func notAcquiredCtx(key string, err error) error {
 type attemptResult struct {
 	lock    *Lock
 	t       tally  // the acquire round's replies
-	wrote   []bool // on failure: the nodes the attempt may have written to
+	sent    []bool // the nodes the acquire was sent to: undone on failure where it may have written
 	sentAny bool   // the acquire was sent to at least one node
 	err     error
 }
@@ -419,7 +422,7 @@ func (r *Redlock) attempt(ctx context.Context, key, value string, p params, ln l
 		fencing: p.Fencing,
 		guard:   r.guard,
 	})
-	res := attemptResult{t: t, wrote: mayHaveWritten(&t, sent), sentAny: slices.Contains(sent, true)}
+	res := attemptResult{t: t, sent: sent, sentAny: slices.Contains(sent, true)}
 	fail := func(format string, args ...any) attemptResult {
 		res.err = t.join(fmt.Errorf("%w: %s: "+format, append([]any{ErrNotAcquired, quoteKey(key)}, args...)...))
 		return res
