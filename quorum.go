@@ -65,9 +65,9 @@ type round struct {
 	// announce makes a release through Notifier.ReleaseNotify where the
 	// node has it: the release of a held lock, which waiters want to hear.
 	announce bool
-	fencing bool          // acquire: advance and return the counter
-	guard   time.Duration // the restart guard, when ext
-	token   uint64        // extend: the lock's token; fence: the token to set
+	fencing  bool          // acquire: advance and return the counter
+	guard    time.Duration // the restart guard, when ext
+	token    uint64        // extend: the lock's token; fence: the token to set
 }
 
 // flight is what the calls of one round share. One allocation holds it and

@@ -34,19 +34,19 @@ var _ Locker = (*Redlock)(nil)
 // safe for concurrent use. It needs no Close: the goroutines that make its
 // node calls exit on their own 50ms after their last call.
 type Redlock struct {
-	nodes       []Node
-	fencers     []Fencer   // nodes[i] as a Fencer, nil where it is not one
-	notifiers   []Notifier // nodes[i] as a Notifier, nil where it is not one
-	wake        *wakeHub   // nil when no node announces releases
+	nodes     []Node
+	fencers   []Fencer   // nodes[i] as a Fencer, nil where it is not one
+	notifiers []Notifier // nodes[i] as a Notifier, nil where it is not one
+	wake      *wakeHub   // nil when no node announces releases
 
 	builtInBubble bool // New ran in a testing/synctest bubble
-	quorum      int
-	clock       clock.Clock
-	log         *slog.Logger
-	prefix      string
-	defaults    LockConfig
-	nodeTimeout time.Duration // 0: derived from each lock's TTL
-	guard       time.Duration // restart guard; 0: off
+	quorum        int
+	clock         clock.Clock
+	log           *slog.Logger
+	prefix        string
+	defaults      LockConfig
+	nodeTimeout   time.Duration // 0: derived from each lock's TTL
+	guard         time.Duration // restart guard; 0: off
 
 	idle []chan task // per node: where idle workers wait for a call
 

@@ -142,11 +142,15 @@ func (n *node) apply(t time.Time, o op, req dlock.Request) (rep dlock.Reply, wha
 				return rep, "refused, held by " + short(cur), nil
 			}
 			n.store[key] = entry{value: value, exp: n.now(t).Add(req.TTL)}
-		case opExtend:
-			if !held || cur != value {
-				return rep, "not held", nil
+		case opExtend: // ExtendFenced without a token or a guard
+			if held && cur != value {
+				return rep, "refused, held by " + short(cur), nil
 			}
 			n.store[key] = entry{value: value, exp: n.now(t).Add(req.TTL)}
+			if !held {
+				rep.OK = true
+				return rep, "ok, re-created", nil
+			}
 		default:
 			if !held {
 				return rep, "not held", nil
@@ -288,4 +292,20 @@ func short(v string) string {
 		return v[:8]
 	}
 	return v
+}
+
+// inspect reports what the node holds for key at true instant t, as
+// dlock.Inspector does, and changes nothing but forgetting an expired key.
+func (n *node) inspect(t time.Time, key string) (dlock.KeyState, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.up {
+		return dlock.KeyState{}, errRefused
+	}
+	var s dlock.KeyState
+	if v, ok := n.live(t, key); ok {
+		s.Held, s.Value, s.TTL = true, v, n.store[key].exp.Sub(n.now(t))
+	}
+	s.Counter, s.HasCounter = n.counters[key]
+	return s, nil
 }

@@ -36,14 +36,15 @@ type Result struct {
 	// token was below one it had accepted); 0 in a class whose resource
 	// refuses nothing.
 	Stale int
-	// TokenViolations counts pairs of grants that break the token
-	// contract: two grants with the same token, or a grant B whose
-	// successful attempt started (true time) after grant A's Lock returned,
-	// with B's token below A's. Attempts that overlap are not ordered by
-	// the contract (see the dlock package documentation).
+	// TokenViolations counts grants that break the token contract: a grant
+	// B with the same token as an earlier grant A, or whose successful
+	// attempt started (true time) after some grant A's Lock returned, with
+	// B's token below A's. Attempts that overlap are not ordered by the
+	// contract (see the dlock package documentation).
 	TokenViolations int
-	// Inversions counts pairs of grants where B's Lock returned after A's
-	// with a smaller token, overlapping attempts included; for information.
+	// Inversions counts grants B whose Lock returned after some grant A's
+	// with a smaller token, overlapping attempts included (violations
+	// among them); for information.
 	Inversions int
 	// Unserial counts, in a fenced class, accepted operations whose token
 	// is below that of an operation accepted before them: the resource's
@@ -309,28 +310,47 @@ func (w *world) checkTokens(r *Result) []event {
 		top = max(top, o.token)
 	}
 
-	for ia, a := range w.holds {
-		for ib, b := range w.holds {
+	// Per grant B, in the order Lock returned: the earlier grant with its
+	// token, if any; else the grant with the largest token above B's among
+	// those that returned before B's attempt started (a violation); else
+	// among those that returned before B did (an inversion).
+	for ib, b := range w.holds {
+		dup, viol, inv := -1, -1, -1
+		for ia, a := range w.holds {
 			switch {
 			case ia == ib:
 			case a.token == b.token:
-				if ia < ib {
-					r.TokenViolations++
-					findings = append(findings, event{at(b.acq), true, fmt.Sprintf(
-						"TOKEN VIOLATION: c%d's grant (hold #%d, returned at %s) and c%d's (hold #%d, returned at %s) share token %d",
-						a.client, ia, stamp(at(a.acq)), b.client, ib, stamp(at(b.acq)), a.token)})
+				if ia < ib && dup < 0 {
+					dup = ia
 				}
-			case b.token < a.token && b.acq.After(a.acq):
-				r.Inversions++
-				what := "token inversion (attempts overlapped, for information)"
-				if b.attempt.After(a.acq) {
-					r.TokenViolations++
-					what = "TOKEN VIOLATION"
+			case a.token > b.token && a.acq.Before(b.attempt):
+				if viol < 0 || a.token > w.holds[viol].token {
+					viol = ia
 				}
-				findings = append(findings, event{at(b.acq), true, fmt.Sprintf(
-					"%s: c%d's grant (hold #%d, token %d, attempt started at %s) returned after c%d's (hold #%d, token %d, returned at %s)",
-					what, b.client, ib, b.token, stamp(at(b.attempt)), a.client, ia, a.token, stamp(at(a.acq)))})
+			case a.token > b.token && a.acq.Before(b.acq):
+				if inv < 0 || a.token > w.holds[inv].token {
+					inv = ia
+				}
 			}
+		}
+		grant := fmt.Sprintf("c%d's grant (hold #%d, token %d, attempt started at %s)", b.client, ib, b.token, stamp(at(b.attempt)))
+		switch {
+		case dup >= 0:
+			a := w.holds[dup]
+			r.TokenViolations++
+			findings = append(findings, event{at(b.acq), true, fmt.Sprintf(
+				"TOKEN VIOLATION: %s has the token of c%d's (hold #%d, returned at %s)", grant, a.client, dup, stamp(at(a.acq)))})
+		case viol >= 0:
+			a := w.holds[viol]
+			r.TokenViolations++
+			r.Inversions++
+			findings = append(findings, event{at(b.acq), true, fmt.Sprintf(
+				"TOKEN VIOLATION: %s is below c%d's (hold #%d, token %d, returned at %s)", grant, a.client, viol, a.token, stamp(at(a.acq)))})
+		case inv >= 0:
+			a := w.holds[inv]
+			r.Inversions++
+			findings = append(findings, event{at(b.acq), true, fmt.Sprintf(
+				"token inversion (attempts overlapped; for information): %s is below c%d's (hold #%d, token %d, returned at %s)", grant, a.client, inv, a.token, stamp(at(a.acq)))})
 		}
 	}
 	return findings

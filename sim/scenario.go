@@ -235,6 +235,10 @@ func Classes() []Scenario {
 	nodelayFenced := nodelay
 	nodelayFenced.Name, nodelayFenced.Fenced = "restart-nodelay-fenced", true
 	nodelayFenced.About = "restart-nodelay, the resource refusing stale tokens, no restart guard"
+	// Without the guard a restarted node writes no marker and its counters
+	// start again at 0: tokens go backwards (outside the contract), and
+	// this class proves that the checker sees it.
+	nodelayFenced.Tokens = TokensUnsafe
 
 	guarded := nodelay
 	guarded.Name, guarded.Expect, guarded.Tokens, guarded.Fenced = "restart-guarded", Safe, TokensSafe, true
