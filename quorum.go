@@ -106,7 +106,7 @@ func (r *Redlock) start(rd round) *flight {
 				b.for_ = now.Sub(ln.prev.sentAt)
 			}
 			f.replies <- reply{node: i, err: b}
-		case !rd.must && r.inflight[i].Load() >= r.maxInFlight[i]:
+		case rd.op == opAcquire && r.inflight[i].Load() >= r.maxInFlight[i]:
 			f.replies <- reply{node: i, err: &boundError{bound: r.maxInFlight[i], last: ln.lastErr}}
 		default:
 			f.sent[i] = true

@@ -51,7 +51,7 @@ type Redlock struct {
 	idle []chan task // per node: where idle workers wait for a call
 
 	// inflight counts, per node, the calls sent and not yet returned, over
-	// every lock of the Redlock; maxInFlight bounds them (releases excepted).
+	// every lock of the Redlock; maxInFlight bounds the acquires among them.
 	inflight    []atomic.Int32
 	maxInFlight []int32
 
@@ -156,12 +156,17 @@ func New(nodes []Node, opts ...Option) (*Redlock, error) {
 	return r, nil
 }
 
-// defaultMaxInFlight bounds the calls in flight to a node that does not
+// defaultMaxInFlight bounds the acquires in flight to a node that does not
 // say how many connections its client has.
 const defaultMaxInFlight = 64
 
-// maxInFlight returns the bound on calls in flight per node: max when
-// given, else the node's pool size when it has one, else 64.
+// poolFactor is how many acquires may be in flight per pooled connection
+// of the node's client: a few waiting for a connection cost little on a
+// healthy node, and the bound still caps what a slow node can pile up.
+const poolFactor = 4
+
+// maxInFlight returns the bound on acquires in flight per node: max when
+// given, else 4 times the node's pool size when it has one, else 64.
 func maxInFlight(nodes []Node, max int) []int32 {
 	out := make([]int32, len(nodes))
 	for i, n := range nodes {
@@ -169,7 +174,7 @@ func maxInFlight(nodes []Node, max int) []int32 {
 		case max > 0:
 			out[i] = int32(min(max, math.MaxInt32))
 		case ok && p.poolSize() > 0:
-			out[i] = int32(min(p.poolSize(), math.MaxInt32))
+			out[i] = int32(min(poolFactor*p.poolSize(), math.MaxInt32))
 		default:
 			out[i] = defaultMaxInFlight
 		}
@@ -356,8 +361,8 @@ func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, r
 			return nil, res.err
 		}
 		wait := addSat(cfg.RetryInterval, r.jitter(cfg.RetryJitter))
-		if !res.sentAny {
-			// Every node was still busy with this lock's earlier calls:
+		if !res.sentAny && lanesBusy(&res.t) {
+			// Every node was still busy with this lock's own earlier calls:
 			// give them a node timeout rather than spin.
 			wait = max(wait, p.nodeTimeout)
 		}
@@ -376,6 +381,17 @@ func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, r
 			return nil, errors.Join(notAcquiredCtx(key, ctx.Err()), res.err)
 		}
 	}
+}
+
+// lanesBusy reports whether some node was not sent the round's call
+// because this lock's earlier calls to it had not ended.
+func lanesBusy(t *tally) bool {
+	for i, rep := range t.replies {
+		if _, ok := rep.err.(*busyError); ok && t.seen[i] {
+			return true
+		}
+	}
+	return false
 }
 
 // guardedNodes lists the nodes that the restart guard made refuse.
