@@ -394,10 +394,10 @@ type fiRestartRun struct {
 }
 
 // fiRunRestarts starts five servers and five contenders that take key with
-// fencing and a 500ms TTL, over Redlocks with the given restart guard, and
+// fencing and an 800ms TTL, over Redlocks with the given restart guard, and
 // kills and restarts nodes holding the key: in the "one" events one node,
-// in the "majority" events as many as it takes for the holder's value to be
-// on fewer than a quorum of nodes. Each contender records its holds,
+// in the "majority" events a majority of all nodes (while the holder's
+// value is still on them). Each contender records its holds,
 // checking Held before each use, and the restart guard refusals it saw in
 // its TryLock errors.
 func fiRunRestarts(t *testing.T, guard time.Duration) fiRestartRun {
@@ -406,7 +406,7 @@ func fiRunRestarts(t *testing.T, guard time.Duration) fiRestartRun {
 	control := fiClients(t, ss)
 	const (
 		key        = "fi:restart"
-		ttl        = 500 * time.Millisecond
+		ttl        = 800 * time.Millisecond
 		contenders = 5
 		quorum     = fiNodeCount/2 + 1
 	)
@@ -433,6 +433,7 @@ func fiRunRestarts(t *testing.T, guard time.Duration) fiRestartRun {
 	)
 	ctx, cancel := context.WithCancel(t.Context())
 	t.Cleanup(func() { cancel(); wg.Wait() })
+	fresh := make(chan string, 1) // the value of a lock just acquired, for the controller
 	for i, r := range lockers {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(seed, uint64(i)))
@@ -461,6 +462,11 @@ func fiRunRestarts(t *testing.T, guard time.Duration) fiRestartRun {
 				}
 				h := fiHold{holder: i, called: called, start: time.Now(), token: l.Token()}
 				holdFor := 100*time.Millisecond + time.Duration(rng.Int64N(int64(250*time.Millisecond)))
+				select {
+				case fresh <- l.Value():
+					holdFor = ttl // the controller restarts nodes under this hold: keep it as long as it is valid
+				default:
+				}
 				for time.Since(h.start) < holdFor && l.Held() {
 					time.Sleep(10 * time.Millisecond) // a use of the resource
 				}
@@ -480,9 +486,18 @@ func fiRunRestarts(t *testing.T, guard time.Duration) fiRestartRun {
 	plan := []string{"one", "majority", "one", "majority"}
 	time.Sleep(200 * time.Millisecond)
 	for e, kind := range plan {
-		value, holding := fiFreshHolder(t, control, key, quorum, 5*time.Second)
-		if value == "" {
-			t.Errorf("event %d: no fresh holder of %s on a quorum within 5s", e, key)
+		select {
+		case <-fresh: // a lock taken before this event: too old
+		default:
+		}
+		var value string
+		select {
+		case value = <-fresh:
+		case <-time.After(5 * time.Second):
+		}
+		holding := fiHolding(t, control, key, value)
+		if len(holding) == 0 {
+			t.Errorf("event %d: no lock acquired within 5s, or its value already gone", e)
 			break
 		}
 		held := len(holding)
@@ -491,13 +506,8 @@ func fiRunRestarts(t *testing.T, guard time.Duration) fiRestartRun {
 			if kind == "one" && len(ev.restarts) == 1 {
 				break
 			}
-			if kind == "majority" && len(holding) < quorum {
-				// A grant of the holder's attempt may still be on its way
-				// to a node: look once more.
-				time.Sleep(20 * time.Millisecond)
-				if holding = fiHolding(t, control, key, value); len(holding) < quorum {
-					break
-				}
+			if kind == "majority" && len(ev.restarts) == quorum {
+				break
 			}
 			if len(holding) == 0 {
 				break
@@ -518,8 +528,8 @@ func fiRunRestarts(t *testing.T, guard time.Duration) fiRestartRun {
 		for i, rs := range ev.restarts {
 			nodes[i] = rs.node
 		}
-		t.Logf("event %d (%s): restarted nodes %v; the holder's value was on %d nodes, now on %d",
-			e, kind, nodes, held, len(holding))
+		t.Logf("event %d (%s): restarted nodes %v in %v; the holder's value was on %d nodes, now on %d",
+			e, kind, nodes, time.Since(ev.restarts[0].killed).Round(time.Millisecond), held, len(holding))
 		run.events = append(run.events, ev)
 		wait := 600 * time.Millisecond
 		if kind == "majority" {
@@ -543,36 +553,6 @@ func fiRunRestarts(t *testing.T, guard time.Duration) fiRestartRun {
 	}
 	slices.SortFunc(run.holds, func(a, b fiHold) int { return a.start.Compare(b.start) })
 	return run
-}
-
-// fiFreshHolder waits until key holds one value on at least quorum nodes
-// that it did not hold on any node at the first look, and returns it and
-// the nodes that hold it; "" when none came within timeout.
-func fiFreshHolder(t *testing.T, cs []*redis.Client, key string, quorum int, timeout time.Duration) (string, []int) {
-	t.Helper()
-	old := map[string]bool{}
-	first := true
-	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
-		on := map[string][]int{}
-		for i, c := range cs {
-			ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
-			v, err := c.Get(ctx, key).Result()
-			cancel()
-			if err == nil {
-				on[v] = append(on[v], i)
-			}
-		}
-		for v, nodes := range on {
-			if first {
-				old[v] = true
-			} else if !old[v] && len(nodes) >= quorum {
-				return v, nodes
-			}
-		}
-		first = false
-		time.Sleep(time.Millisecond)
-	}
-	return "", nil
 }
 
 // fiHolding returns the nodes on which key holds value.
@@ -625,8 +605,8 @@ func fiHoldTokenOrder(holds []fiHold) []string {
 
 // Issue 8, restart guard: five contenders take one key with fencing while
 // nodes that hold it are SIGKILLed and restarted empty at once, on the same
-// port: one node at a time, and enough nodes to leave the holder's value on
-// fewer than a quorum. With WithRestartGuard(1s) over a 500ms TTL: no two
+// port: one node, or one after another a majority of the nodes (all holding
+// the holder's value). With WithRestartGuard(1s) over an 800ms TTL: no two
 // contenders' holds overlap, tokens grow with the order of the grants, every
 // restarted node refuses grants with ErrRestartGuard (seen in TryLock
 // errors) and only for about the guard, no lock is granted within the guard
@@ -691,7 +671,12 @@ func TestIntegration_restart_guard_node_restarted_empty(t *testing.T) {
 				t.Fatalf("%d events ran, want %d", got, want)
 			}
 			const slack = 300 * time.Millisecond
+			majorityLost := 0
 			for e, ev := range run.events {
+				if len(ev.restarts) == 0 {
+					t.Errorf("event %d restarted no node: the holder's value was gone before the first kill", e)
+					continue
+				}
 				// Every restarted node refused grants while guarded, and
 				// only for about the guard.
 				for _, rs := range ev.restarts {
@@ -715,18 +700,23 @@ func TestIntegration_restart_guard_node_restarted_empty(t *testing.T) {
 				if !slices.ContainsFunc(run.holds, func(h fiHold) bool { return h.called.After(last) && h.start.Before(next) }) {
 					t.Errorf("event %d: no lock acquired between the last restart (%v) and the next event", e, last.Format("15:04:05.000"))
 				}
-				// With fewer than a quorum of nodes left unrestarted, no
-				// Lock call that started after the first kill can be
-				// granted before the guard has passed on a restarted node.
+				// With fewer than a quorum of nodes left unrestarted, a
+				// Lock call that started after the last kill needs a
+				// restarted node whose guard has passed: it cannot be
+				// granted within the guard from the first kill.
 				if ev.unrestarted < fiNodeCount/2+1 {
-					first := ev.restarts[0].killed
+					majorityLost++
+					first, lastKill := ev.restarts[0].killed, ev.restarts[len(ev.restarts)-1].killed
 					for _, h := range run.holds {
-						if h.called.After(first) && h.start.Before(first.Add(guard-50*time.Millisecond)) {
+						if h.called.After(lastKill) && h.start.Before(first.Add(guard-50*time.Millisecond)) {
 							t.Errorf("event %d: contender %d got the lock %v after the first of %d nodes was killed, within the guard %v",
 								e, h.holder, h.start.Sub(first).Round(time.Millisecond), len(ev.restarts), guard)
 						}
 					}
 				}
+			}
+			if majorityLost == 0 {
+				t.Errorf("no event restarted a majority of the nodes (the holder released first): the guard against a majority's data loss was not tried")
 			}
 			// A node votes again on its own once the guard has passed.
 			var lastBack [fiNodeCount]time.Time

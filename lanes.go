@@ -23,8 +23,9 @@ type call struct {
 	op      opKind
 	sentAt  time.Time
 	lastErr error // the lane's last error when the call was queued, to name a cause
-	failed  bool // the call returned an error
-	unknown bool // this call, or one before it on the lane, has an unknown outcome
+	failed  bool  // the call returned an error
+	wrote   bool  // the call may have changed the node: a success, or an unknown outcome
+	unknown bool  // this call, or one before it on the lane, has an unknown outcome
 }
 
 // lanes are the lanes of one lock, one per node, owned by one goroutine at

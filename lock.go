@@ -257,7 +257,9 @@ func (l *Lock) refreshLocked(ctx context.Context) error {
 	l.logLost("refresh failed")
 	// The lock is gone: undo what it still holds, including keys this
 	// round put back, so that they do not block others until their TTL.
-	r.start(r.releaseRound(ctx, p, l.value, l.lanes, nil))
+	rd := r.releaseRound(ctx, p, l.value, l.lanes, nil)
+	rd.announce = true
+	r.start(rd)
 	return t.join(head)
 }
 
@@ -393,7 +395,9 @@ func (l *Lock) ReleaseContext(ctx context.Context) error {
 	if err := l.beginOp(ctx); err != nil {
 		go func() {
 			l.opSem <- struct{}{}
-			r.start(r.releaseRound(ctx, p, l.value, l.lanes, nil))
+			rd := r.releaseRound(ctx, p, l.value, l.lanes, nil)
+			rd.announce = true
+			r.start(rd)
 			l.endOp()
 		}()
 		return fmt.Errorf("dlock: release %s: %w (the release is sent in the background)", quoteKey(l.key), err)
@@ -402,7 +406,9 @@ func (l *Lock) ReleaseContext(ctx context.Context) error {
 	if refreshDone != nil {
 		<-refreshDone // cancelled, and not in a round: it returns at once
 	}
-	t, _ := r.fanout(ctx, r.releaseRound(ctx, p, l.value, l.lanes, nil))
+	rd := r.releaseRound(ctx, p, l.value, l.lanes, nil)
+	rd.announce = true
+	t, _ := r.fanout(ctx, rd)
 	switch {
 	case t.ctxErr != nil:
 		return fmt.Errorf("dlock: release %s: %w", quoteKey(l.key), t.ctxErr)

@@ -130,3 +130,21 @@ type Inspector interface {
 type TTLGranularity interface {
 	TTLGranularity() time.Duration
 }
+
+// Notifier is the optional capability of a Node that announces releases,
+// so that a Lock waiting for a key retries as soon as it is released
+// instead of at its next poll. Announcements may be lost (a reconnect, a
+// key that expired rather than being released): waiters keep polling at
+// RetryInterval all the same.
+type Notifier interface {
+	// ReleaseNotify is Release that, when it deletes the key, announces
+	// the release to every watcher of the node. The Redlock uses it to
+	// release a held lock; undoing a failed attempt uses Release, which
+	// announces nothing (no waiter should wake for a lock nobody held).
+	ReleaseNotify(ctx context.Context, key, value string) (ok bool, err error)
+	// WatchReleases calls released with the key of every announced
+	// release on the node, by any client, until ctx ends or the watch
+	// breaks; it then returns ctx's error or the cause. released must not
+	// block; WatchReleases calls it from one goroutine.
+	WatchReleases(ctx context.Context, released func(key string)) error
+}

@@ -169,8 +169,8 @@ type Config struct {
 	// own clock, before it grants again. Default 0 (off); must be ≥ 0.
 	RestartGuard time.Duration
 	// MaxInFlight bounds the calls in flight to one node, over all locks
-	// of the Redlock. Default 0: the node client's pool size (RedisNode),
-	// else 64.
+	// of the Redlock, beyond which an acquire is not sent. Default 0: 4
+	// times the node client's pool size (RedisNode), else 64.
 	MaxInFlight int
 
 	// errs collects what the options found wrong, for New to return.
@@ -263,11 +263,13 @@ func WithRestartGuard(d time.Duration) Option {
 }
 
 // WithMaxInFlight bounds the calls in flight to each node, over all the
-// locks of the Redlock: an acquire or refresh that would exceed it is not
-// sent and counts as failed for that node (nothing to undo), so a slow or
-// hung node cannot pile up calls, goroutines and memory. Releases of what
-// was sent are never dropped. Default: the node client's pool size
-// (RedisNode: go-redis's PoolSize), or 64 for other nodes; must be > 0.
+// locks of the Redlock, beyond which an acquire is not sent: it counts as
+// failed for that node (there is nothing to undo), so that a slow or hung
+// node cannot pile up calls, goroutines and memory however many locks are
+// taken. Refreshes and releases are always sent (each lock has at most two
+// calls queued per node), so that a held lock is never lost to the bound.
+// Default: 4 times the node client's pool size (RedisNode: go-redis's
+// PoolSize), or 64 for other nodes; must be > 0.
 func WithMaxInFlight(n int) Option {
 	return func(cfg *Config) {
 		if n <= 0 {

@@ -38,6 +38,12 @@ type round struct {
 	// however long the queue. Other calls are not sent on a lane whose last
 	// call is still waiting for the one before it, and count as failed.
 	must bool
+	// undo marks the release of a failed attempt: each call is made only
+	// when the call before it on the lane (the attempt's) may have written,
+	// as that call's own outcome says once it has ended. Deciding there,
+	// rather than from the replies counted when the round was decided,
+	// keeps the decision independent of which replies had arrived by then.
+	undo bool
 	// only, when not nil, limits the round to the nodes marked true.
 	only []bool
 	// preset, with only, marks nodes outside the round that fanout counts
@@ -55,10 +61,13 @@ type round struct {
 	key, value string
 	ttl        time.Duration
 	// ext makes the calls through Fencer, with guard and token.
-	ext     bool
-	fencing bool          // acquire: advance and return the counter
-	guard   time.Duration // the restart guard, when ext
-	token   uint64        // extend: the lock's token; fence: the token to set
+	ext bool
+	// announce makes a release through Notifier.ReleaseNotify where the
+	// node has it: the release of a held lock, which waiters want to hear.
+	announce bool
+	fencing  bool          // acquire: advance and return the counter
+	guard    time.Duration // the restart guard, when ext
+	token    uint64        // extend: the lock's token; fence: the token to set
 }
 
 // flight is what the calls of one round share. One allocation holds it and
@@ -97,7 +106,7 @@ func (r *Redlock) start(rd round) *flight {
 				b.for_ = now.Sub(ln.prev.sentAt)
 			}
 			f.replies <- reply{node: i, err: b}
-		case !rd.must && r.inflight[i].Load() >= r.maxInFlight[i]:
+		case rd.op == opAcquire && r.inflight[i].Load() >= r.maxInFlight[i]:
 			f.replies <- reply{node: i, err: &boundError{bound: r.maxInFlight[i], last: ln.lastErr}}
 		default:
 			f.sent[i] = true
@@ -171,11 +180,18 @@ func (f *flight) run(i int, prev *call) {
 		}
 	}
 	earlier := prev != nil && prev.unknown
+	if f.rd.undo && prev != nil && !prev.wrote {
+		// The attempt's call changed nothing on this node: nothing to undo.
+		c.unknown = earlier
+		f.replies <- reply{node: i}
+		return
+	}
 	rep := f.call(ctx, i)
 	if rep.err != nil {
 		rep.err = f.cutShort(ctx, rep.err)
 	}
 	c.failed = rep.err != nil
+	c.wrote = rep.ok || f.rd.op == opFence || (rep.err != nil && !isNotSent(rep.err))
 	c.unknown = earlier || (rep.err != nil && !isNotSent(rep.err))
 	f.replies <- rep
 	if f.rd.must && earlier {
@@ -218,6 +234,13 @@ func (f *flight) call(ctx context.Context, i int) (rep reply) {
 	}()
 	rd := &f.rd
 	node := f.r.nodes[i]
+	if rd.op == opRelease && rd.announce && f.r.notifiers[i] != nil {
+		rep.ok, rep.err = f.r.notifiers[i].ReleaseNotify(ctx, rd.key, rd.value)
+		if rep.err != nil {
+			rep.ok = false
+		}
+		return rep
+	}
 	if rd.ext || rd.op == opFence {
 		fn := f.r.fencers[i]
 		req := Request{Key: rd.key, Value: rd.value, TTL: rd.ttl, Guard: rd.guard, Fencing: rd.fencing, Token: rd.token}
@@ -342,24 +365,4 @@ func (t *tally) addUnanswered(f *flight, err error) {
 			t.seen[i] = false // still running: its outcome is unknown
 		}
 	}
-}
-
-// mayHaveWritten reports, for each node of a round the caller has counted
-// in t, whether the call may have changed the node: it was sent, and its
-// outcome was a success or is unknown. A refusal, or an error that says the
-// request never reached the node, changed nothing there.
-func mayHaveWritten(t *tally, sent []bool) []bool {
-	w := make([]bool, len(sent))
-	for i, s := range sent {
-		if !s {
-			continue
-		}
-		if !t.seen[i] {
-			w[i] = true // still running: unknown
-			continue
-		}
-		rep := t.replies[i]
-		w[i] = rep.ok || (rep.err != nil && !isNotSent(rep.err))
-	}
-	return w
 }

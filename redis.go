@@ -29,7 +29,15 @@ var (
 	//go:embed fenced.lua
 	fencedLua    string
 	fencedScript = redis.NewScript(fencedLua)
+
+	//go:embed release_notify.lua
+	releaseNotifyLua    string
+	releaseNotifyScript = redis.NewScript(releaseNotifyLua)
 )
+
+// releasedChannel is the Pub/Sub channel on which a node announces the
+// release of a held lock, with the key as the message.
+const releasedChannel = "dlock:released"
 
 // markerKey is the restart guard's marker on a standalone Redis node: a
 // hash without a time to live that records when the node was first seen
@@ -45,7 +53,10 @@ const markerKey = "dlock:restart-guard"
 // are Lua scripts, run by SHA (EVALSHA) and sent whole only when the server
 // answers NOSCRIPT. TTLs are rounded up to whole milliseconds.
 //
-// The node implements Fencer and Inspector. A key's fencing counter lives
+// The node implements Fencer, Inspector and Notifier: releasing a held lock
+// publishes its key on the channel "dlock:released", and waiting Lock calls
+// of a Redlock share one subscription per node, so they retry as soon as
+// the key is released. A key's fencing counter lives
 // in a key of its own without a time to live, "dlock:fence:{KEY}" (or, when
 // KEY has a hash tag, "dlock:{TAG}:fence:KEY"), in the same hash slot as the
 // key, so that fencing works on a Redis Cluster. The restart guard keeps its
@@ -95,8 +106,43 @@ type redisNode struct {
 var (
 	_ Fencer     = (*redisNode)(nil)
 	_ Inspector  = (*redisNode)(nil)
+	_ Notifier   = (*redisNode)(nil)
 	_ identified = (*redisNode)(nil)
 )
+
+// ReleaseNotify implements Notifier: Release, then PUBLISH dlock:released
+// KEY when the key was deleted.
+func (n *redisNode) ReleaseNotify(ctx context.Context, key, value string) (bool, error) {
+	v, err := releaseNotifyScript.Run(ctx, n.c, []string{key}, value, releasedChannel).Int64()
+	return v == 1, classify(err)
+}
+
+// WatchReleases implements Notifier with one SUBSCRIBE dlock:released
+// connection. On a Ring, whose channels and keys live on different shards,
+// it announces nothing and waits for ctx: waiters poll.
+func (n *redisNode) WatchReleases(ctx context.Context, released func(key string)) error {
+	if _, ring := n.c.(*redis.Ring); ring {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	ps := n.c.Subscribe(ctx, releasedChannel)
+	defer ps.Close()
+	if _, err := ps.Receive(ctx); err != nil { // the subscription's confirmation
+		return classify(err)
+	}
+	ch := ps.Channel()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case m, ok := <-ch:
+			if !ok {
+				return errors.New("dlock: subscription to dlock:released closed")
+			}
+			released(m.Payload)
+		}
+	}
+}
 
 // storeIdentity names the server(s) behind the client: two clients of the
 // same address and database are the same store.

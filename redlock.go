@@ -34,20 +34,24 @@ var _ Locker = (*Redlock)(nil)
 // safe for concurrent use. It needs no Close: the goroutines that make its
 // node calls exit on their own 50ms after their last call.
 type Redlock struct {
-	nodes       []Node
-	fencers     []Fencer // nodes[i] as a Fencer, nil where it is not one
-	quorum      int
-	clock       clock.Clock
-	log         *slog.Logger
-	prefix      string
-	defaults    LockConfig
-	nodeTimeout time.Duration // 0: derived from each lock's TTL
-	guard       time.Duration // restart guard; 0: off
+	nodes     []Node
+	fencers   []Fencer   // nodes[i] as a Fencer, nil where it is not one
+	notifiers []Notifier // nodes[i] as a Notifier, nil where it is not one
+	wake      *wakeHub   // nil when no node announces releases
+
+	builtInBubble bool // New ran in a testing/synctest bubble
+	quorum        int
+	clock         clock.Clock
+	log           *slog.Logger
+	prefix        string
+	defaults      LockConfig
+	nodeTimeout   time.Duration // 0: derived from each lock's TTL
+	guard         time.Duration // restart guard; 0: off
 
 	idle []chan task // per node: where idle workers wait for a call
 
 	// inflight counts, per node, the calls sent and not yet returned, over
-	// every lock of the Redlock; maxInFlight bounds them (releases excepted).
+	// every lock of the Redlock; maxInFlight bounds the acquires among them.
 	inflight    []atomic.Int32
 	maxInFlight []int32
 
@@ -122,7 +126,13 @@ func New(nodes []Node, opts ...Option) (*Redlock, error) {
 	if _, err := cfg.Defaults.resolve(); err != nil {
 		return nil, fmt.Errorf("defaults: %w", err)
 	}
-	return &Redlock{
+	notifiers := make([]Notifier, len(nodes))
+	anyNotifier := false
+	for i, n := range nodes {
+		notifiers[i], _ = n.(Notifier)
+		anyNotifier = anyNotifier || notifiers[i] != nil
+	}
+	r := &Redlock{
 		nodes:       slices.Clone(nodes),
 		fencers:     fencers,
 		quorum:      len(nodes)/2 + 1,
@@ -136,15 +146,27 @@ func New(nodes []Node, opts ...Option) (*Redlock, error) {
 		inflight:    make([]atomic.Int32, len(nodes)),
 		maxInFlight: maxInFlight(nodes, cfg.MaxInFlight),
 		rand:        cfg.Rand,
-	}, nil
+		notifiers:   notifiers,
+
+		builtInBubble: inBubble(),
+	}
+	if anyNotifier {
+		r.wake = &wakeHub{r: r}
+	}
+	return r, nil
 }
 
-// defaultMaxInFlight bounds the calls in flight to a node that does not
+// defaultMaxInFlight bounds the acquires in flight to a node that does not
 // say how many connections its client has.
 const defaultMaxInFlight = 64
 
-// maxInFlight returns the bound on calls in flight per node: max when
-// given, else the node's pool size when it has one, else 64.
+// poolFactor is how many acquires may be in flight per pooled connection
+// of the node's client: a few waiting for a connection cost little on a
+// healthy node, and the bound still caps what a slow node can pile up.
+const poolFactor = 4
+
+// maxInFlight returns the bound on acquires in flight per node: max when
+// given, else 4 times the node's pool size when it has one, else 64.
 func maxInFlight(nodes []Node, max int) []int32 {
 	out := make([]int32, len(nodes))
 	for i, n := range nodes {
@@ -152,7 +174,7 @@ func maxInFlight(nodes []Node, max int) []int32 {
 		case max > 0:
 			out[i] = int32(min(max, math.MaxInt32))
 		case ok && p.poolSize() > 0:
-			out[i] = int32(min(p.poolSize(), math.MaxInt32))
+			out[i] = int32(min(poolFactor*p.poolSize(), math.MaxInt32))
 		default:
 			out[i] = defaultMaxInFlight
 		}
@@ -284,6 +306,13 @@ func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, r
 		return nil, notAcquiredCtx(key, err)
 	}
 
+	var w *waiter
+	if retry {
+		// Listen for releases before the first attempt, so that one that
+		// comes between a refused attempt and the wait is not missed.
+		w = r.wake.wait(p.nodeKey)
+		defer w.stop()
+	}
 	ln := make(lanes, len(r.nodes)) // this lock's call history per node
 	var lastErrs []error            // the node errors of the last attempt that had any
 	for attempt := 1; ; attempt++ {
@@ -295,11 +324,14 @@ func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, r
 		if res.lock != nil {
 			return res.lock, nil
 		}
-		// Undo the attempt where it may have written, each release after
-		// that node's own calls, so that a late grant is undone too. The
-		// releases run in the background; the next attempt queues after them.
-		if slices.Contains(res.wrote, true) {
-			r.start(r.releaseRound(ctx, p, stored, ln, res.wrote))
+		// Undo the attempt where it may have written (each release call
+		// sees its own node's outcome), each release after that node's own
+		// calls, so that a late grant is undone too. The releases run in
+		// the background; the next attempt queues after them.
+		if res.sentAny {
+			rd := r.releaseRound(ctx, p, stored, ln, res.sent)
+			rd.undo = true
+			r.start(rd)
 		}
 		if r.log.Enabled(ctx, slog.LevelDebug) {
 			r.log.DebugContext(ctx, "dlock: acquire attempt failed", "key", logKey(key), "attempt", attempt,
@@ -329,8 +361,8 @@ func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, r
 			return nil, res.err
 		}
 		wait := addSat(cfg.RetryInterval, r.jitter(cfg.RetryJitter))
-		if !res.sentAny {
-			// Every node was still busy with this lock's earlier calls:
+		if !res.sentAny && lanesBusy(&res.t) {
+			// Every node was still busy with this lock's own earlier calls:
 			// give them a node timeout rather than spin.
 			wait = max(wait, p.nodeTimeout)
 		}
@@ -338,6 +370,9 @@ func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, r
 			timer := r.clock.Timer(wait)
 			select {
 			case <-timer.C:
+			case <-w.wakeC():
+				// Released on a node: retry now rather than at the poll.
+				timer.Stop()
 			case <-ctx.Done():
 				timer.Stop()
 				return nil, errors.Join(notAcquiredCtx(key, ctx.Err()), res.err)
@@ -346,6 +381,17 @@ func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, r
 			return nil, errors.Join(notAcquiredCtx(key, ctx.Err()), res.err)
 		}
 	}
+}
+
+// lanesBusy reports whether some node was not sent the round's call
+// because this lock's earlier calls to it had not ended.
+func lanesBusy(t *tally) bool {
+	for i, rep := range t.replies {
+		if _, ok := rep.err.(*busyError); ok && t.seen[i] {
+			return true
+		}
+	}
+	return false
 }
 
 // guardedNodes lists the nodes that the restart guard made refuse.
@@ -370,7 +416,7 @@ func notAcquiredCtx(key string, err error) error {
 type attemptResult struct {
 	lock    *Lock
 	t       tally  // the acquire round's replies
-	wrote   []bool // on failure: the nodes the attempt may have written to
+	sent    []bool // the nodes the acquire was sent to: undone on failure where it may have written
 	sentAny bool   // the acquire was sent to at least one node
 	err     error
 }
@@ -392,7 +438,7 @@ func (r *Redlock) attempt(ctx context.Context, key, value string, p params, ln l
 		fencing: p.Fencing,
 		guard:   r.guard,
 	})
-	res := attemptResult{t: t, wrote: mayHaveWritten(&t, sent), sentAny: slices.Contains(sent, true)}
+	res := attemptResult{t: t, sent: sent, sentAny: slices.Contains(sent, true)}
 	fail := func(format string, args ...any) attemptResult {
 		res.err = t.join(fmt.Errorf("%w: %s: "+format, append([]any{ErrNotAcquired, quoteKey(key)}, args...)...))
 		return res

@@ -33,7 +33,7 @@ func ExampleNewMemoryNode() {
 	// answering.
 	holding := 0
 	for _, n := range nodes {
-		if v, ok := n.Get("reports:daily"); ok && v == "worker-1" {
+		if v, ok := n.Get("reports:daily"); ok && v == lock.Value() {
 			holding++
 		}
 	}

@@ -33,8 +33,11 @@ func (w *world) client(ctx context.Context, c *simClient) {
 		}
 		acq := time.Now()
 		validTrue := c.clock.s.trueAt(l.ValidUntil())
-		hi := w.addHold(hold{client: c.id, n: int(k), value: l.Value(), acq: acq, end: validTrue})
-		w.logf("c%d acquired v=%s, valid for %v", c.id, short(l.Value()), validTrue.Sub(acq))
+		// The successful attempt started TTL − drift before ValidUntil, on
+		// the client's clock (the library's validity rule).
+		attempt := c.clock.s.trueAt(l.ValidUntil().Add(-(sc.TTL - driftAllowance(sc.TTL))))
+		hi := w.addHold(hold{client: c.id, n: int(k), value: l.Value(), token: l.Token(), attempt: attempt, acq: acq, end: validTrue})
+		w.logf("c%d acquired v=%s, token %d, valid for %v, attempt started %v before", c.id, short(l.Value()), l.Token(), validTrue.Sub(acq), acq.Sub(attempt))
 
 		nops := 1 + pick(w.h(tagOps, id, k), sc.OpsMax)
 		toExpiry := unit(w.h(tagToExpiry, id, k)) < sc.HoldToExpiry
@@ -92,12 +95,30 @@ func (w *world) releaseStarts(i int, t time.Time) {
 	}
 }
 
-// operate records one operation on the resource by client c under hold i.
+// operate records one operation on the resource by client c under hold i,
+// with the hold's token. The resource remembers the largest token it
+// accepted; a fenced one refuses an operation with a smaller token, any
+// other accepts everything.
 func (w *world) operate(c, i int) {
 	now := time.Now()
 	w.mu.Lock()
-	w.ops = append(w.ops, resourceOp{client: c, hold: i, at: now})
+	token, top := w.holds[i].token, w.top
+	refused := w.sc.Fenced && token < top
+	if !refused {
+		w.top = max(top, token)
+	}
+	w.ops = append(w.ops, resourceOp{client: c, hold: i, token: token, at: now, refused: refused})
 	n := len(w.ops)
 	w.mu.Unlock()
-	w.logf("c%d op #%d on the resource", c, n)
+	if refused {
+		w.logf("c%d op #%d on the resource, token %d: refused, stale (it accepted token %d)", c, n, token, top)
+		return
+	}
+	w.logf("c%d op #%d on the resource, token %d", c, n, token)
+}
+
+// driftAllowance is the library's clock drift allowance for a lock of ttl
+// with dlock.DefaultDriftFactor: ttl × factor + 2ms.
+func driftAllowance(ttl time.Duration) time.Duration {
+	return time.Duration(float64(ttl)*dlock.DefaultDriftFactor) + 2*time.Millisecond
 }

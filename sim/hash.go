@@ -104,21 +104,27 @@ func (r *seededReader) Read(p []byte) (int, error) {
 // slotResp(c, n, o), client c acts only in slotClient(c), the fault
 // injector only in slotFault. Two different actors therefore never wake at
 // the same instant, and the order of goroutines woken together (which the
-// Go scheduler chooses) cannot change the outcome of a run.
+// Go scheduler chooses) cannot change the outcome of a run. The layout:
+// requests in [0, 128), replies in [128, 896), clients in [896, 912), then
+// the fault injector, give-ups and the end of the run (TestSlots checks
+// that no two slots meet).
 const (
-	slotMod    = 1024
-	maxClients = 16
-	maxNodes   = 8
-	slotFault  = 700
-	slotGiveUp = 701
-	slotEnd    = 702
+	slotMod     = 1024
+	maxClients  = 16
+	maxNodes    = 8
+	slotsPerReq = 8 // ≥ numOps
+	slotRespLo  = maxClients * slotsPerReq
+	slotClient0 = slotRespLo + maxClients*maxNodes*int(numOps)
+	slotFault   = slotClient0 + maxClients
+	slotGiveUp  = slotFault + 1
+	slotEnd     = slotFault + 2
 )
 
-func slotReq(c int, o op) int { return c*8 + int(o) }
+func slotReq(c int, o op) int { return c*slotsPerReq + int(o) }
 
-func slotResp(c, n int, o op) int { return 128 + c*32 + n*4 + int(o) }
+func slotResp(c, n int, o op) int { return slotRespLo + (c*maxNodes+n)*int(numOps) + int(o) }
 
-func slotClient(c int) int { return 640 + c }
+func slotClient(c int) int { return slotClient0 + c }
 
 // atSlot returns the first instant at or after t that lies in slot.
 func atSlot(t time.Time, slot int) time.Time {

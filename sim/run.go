@@ -17,6 +17,8 @@ type Result struct {
 	Class  string
 	Seed   int64
 	Expect Expect
+	Tokens TokenExpect
+	Fenced bool // the class's resource refuses stale tokens
 
 	Acquisitions int // successful Lock calls
 	Operations   int // operations on the resource
@@ -30,6 +32,24 @@ type Result struct {
 	// LivenessFailures counts clients that did not acquire the lock within
 	// the scenario's Liveness after the last fault healed.
 	LivenessFailures int
+	// Stale counts the operations that the fenced resource refused (their
+	// token was below one it had accepted); 0 in a class whose resource
+	// refuses nothing.
+	Stale int
+	// TokenViolations counts grants that break the token contract: a grant
+	// B with the same token as an earlier grant A, or whose successful
+	// attempt started (true time) after some grant A's Lock returned, with
+	// B's token below A's. Attempts that overlap are not ordered by the
+	// contract (see the dlock package documentation).
+	TokenViolations int
+	// Inversions counts grants B whose Lock returned after some grant A's
+	// with a smaller token, overlapping attempts included (violations
+	// among them); for information.
+	Inversions int
+	// Unserial counts, in a fenced class, accepted operations whose token
+	// is below that of an operation accepted before them: the resource's
+	// accepted history must stay serial, so this must be 0.
+	Unserial int
 	// ClosestHandover is the smallest gap, in true time, between the end of
 	// one client's hold and the start of the next hold by another client
 	// that began after it; negative when two holds overlapped. It shows how
@@ -57,31 +77,62 @@ func (r *Result) FaultTotal() int {
 	return n
 }
 
-// Verdict is "UNSAFE" when the run showed a violation, "stuck" when it
-// showed none but a client failed to acquire after the faults healed, and
-// "safe" otherwise.
-func (r *Result) Verdict() string { return verdict(r.Violations, r.LivenessFailures) }
+// Verdict is what the run showed, in the form of its class's expectation
+// (ExpectString): "UNSAFE" holds with a violation, else "safe"; then
+// "tokens UNSAFE" with a token violation (or, fenced, an unserial accepted
+// history), else "tokens safe"; then ", stuck" when a client failed to
+// acquire after the faults healed, where the class must stay live.
+func (r *Result) Verdict() string {
+	return verdict(r.Violations, r.TokenViolations+r.Unserial, r.LivenessFailures, r.live())
+}
 
-// verdict names what a run or a class showed: "UNSAFE" with a violation,
-// "stuck" with none but a liveness failure, else "safe".
-func verdict(violations, livenessFailures int) string {
-	switch {
-	case violations > 0:
-		return "UNSAFE"
-	case livenessFailures > 0:
-		return "stuck"
+// ExpectString is what the run's class must show: "safe" or "UNSAFE"
+// holds (UNSAFE: at least one overlap), then the tokens' expectation.
+func (r *Result) ExpectString() string { return expectString(r.Expect, r.Tokens) }
+
+func expectString(e Expect, t TokenExpect) string { return e.String() + ", tokens " + t.String() }
+
+// verdict names what a run or a class showed; see Result.Verdict.
+func verdict(violations, tokenViolations, livenessFailures int, live bool) string {
+	holds, tokens := "safe", "safe"
+	if violations > 0 {
+		holds = "UNSAFE"
 	}
-	return "safe"
+	if tokenViolations > 0 {
+		tokens = "UNSAFE"
+	}
+	s := holds + ", tokens " + tokens
+	if live && livenessFailures > 0 {
+		s += ", stuck"
+	}
+	return s
+}
+
+// live reports whether the class must stay live: a class that must be safe
+// for holds, or a fenced class whose tokens must be safe (its verdict).
+func (r *Result) live() bool { return mustStayLive(r.Expect, r.Tokens, r.Fenced) }
+
+func mustStayLive(e Expect, t TokenExpect, fenced bool) bool {
+	return e == Safe || fenced && t == TokensSafe
+}
+
+// Broken reports whether this run shows what its class must never show:
+// an overlap in a class safe for holds, a token violation where tokens must
+// be safe, an unserial accepted history, or a liveness failure where the
+// class must stay live.
+func (r *Result) Broken() bool {
+	return r.Expect == Safe && r.Violations > 0 ||
+		r.Tokens == TokensSafe && r.TokenViolations > 0 ||
+		r.Unserial > 0 ||
+		r.live() && r.LivenessFailures > 0
 }
 
 // Offends reports whether this run, on its own, contradicts its class's
-// expectation: a violation or liveness failure in a safe class, or no
-// violation in an unsafe one.
+// expectation: it is Broken, or it lacks what its class must show (a
+// violation in a class UNSAFE for holds, a token violation in a class
+// UNSAFE for tokens).
 func (r *Result) Offends() bool {
-	if r.Expect == Unsafe {
-		return r.Violations == 0
-	}
-	return r.Violations > 0 || r.LivenessFailures > 0
+	return r.Broken() || r.Expect == Unsafe && r.Violations == 0 || r.Tokens == TokensUnsafe && r.TokenViolations == 0
 }
 
 // hashTrace is the SHA-256 of the lines, each followed by a newline, in hex.
@@ -105,9 +156,10 @@ func (r *Result) Summary() string {
 	if len(fs) == 0 {
 		fs = []string{"none"}
 	}
-	return fmt.Sprintf("class=%s seed=%d simulated=%v acquisitions=%d operations=%d faults=%s violations=%d closest_handover=%v liveness_failures=%d healed=%s expected=%s verdict=%s trace_sha256=%s",
+	return fmt.Sprintf("class=%s seed=%d simulated=%v acquisitions=%d operations=%d faults=%s violations=%d stale=%d token_violations=%d inversions=%d unserial=%d closest_handover=%v liveness_failures=%d healed=%s expected=%q verdict=%q trace_sha256=%s",
 		r.Class, r.Seed, r.Simulated, r.Acquisitions, r.Operations, strings.Join(fs, ","),
-		r.Violations, r.ClosestHandover, r.LivenessFailures, strings.TrimSpace(stamp(r.Healed)), r.Expect, r.Verdict(), r.TraceHash)
+		r.Violations, r.Stale, r.TokenViolations, r.Inversions, r.Unserial, r.ClosestHandover, r.LivenessFailures,
+		strings.TrimSpace(stamp(r.Healed)), r.ExpectString(), r.Verdict(), r.TraceHash)
 }
 
 // ReplayCommand is the command that replays this run with its trace.
@@ -150,7 +202,7 @@ func (w *world) result() *Result {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	r := &Result{
-		Class: w.sc.Name, Seed: int64(w.seed), Expect: w.sc.Expect,
+		Class: w.sc.Name, Seed: int64(w.seed), Expect: w.sc.Expect, Tokens: w.sc.Tokens, Fenced: w.sc.Fenced,
 		Acquisitions: len(w.holds), Operations: len(w.ops),
 		Faults:    map[string]int{},
 		Simulated: time.Since(w.start),
@@ -176,6 +228,8 @@ func (w *world) result() *Result {
 			}
 		}
 	}
+
+	findings = append(findings, w.checkTokens(r)...)
 
 	first := true
 	for _, b := range w.holds {
@@ -231,4 +285,73 @@ func (w *world) result() *Result {
 	}
 	r.TraceHash = hashTrace(r.Trace)
 	return r
+}
+
+// checkTokens counts the fenced resource's refusals, checks that a fenced
+// resource's accepted history is serial, and checks the token contract over
+// every pair of grants; it returns its findings. w.mu is held.
+func (w *world) checkTokens(r *Result) []event {
+	var findings []event
+	at := func(t time.Time) time.Duration { return t.Sub(w.start) }
+
+	ops := slices.Clone(w.ops)
+	slices.SortStableFunc(ops, func(a, b resourceOp) int { return a.at.Compare(b.at) })
+	var top uint64
+	for _, o := range ops {
+		if o.refused {
+			r.Stale++
+			continue
+		}
+		if w.sc.Fenced && o.token < top {
+			r.Unserial++
+			findings = append(findings, event{at(o.at), true, fmt.Sprintf(
+				"NOT SERIAL: the resource accepted c%d's token %d after token %d", o.client, o.token, top)})
+		}
+		top = max(top, o.token)
+	}
+
+	// Per grant B, in the order Lock returned: the earlier grant with its
+	// token, if any; else the grant with the largest token above B's among
+	// those that returned before B's attempt started (a violation); else
+	// among those that returned before B did (an inversion).
+	for ib, b := range w.holds {
+		dup, viol, inv := -1, -1, -1
+		for ia, a := range w.holds {
+			switch {
+			case ia == ib:
+			case a.token == b.token:
+				if ia < ib && dup < 0 {
+					dup = ia
+				}
+			case a.token > b.token && a.acq.Before(b.attempt):
+				if viol < 0 || a.token > w.holds[viol].token {
+					viol = ia
+				}
+			case a.token > b.token && a.acq.Before(b.acq):
+				if inv < 0 || a.token > w.holds[inv].token {
+					inv = ia
+				}
+			}
+		}
+		grant := fmt.Sprintf("c%d's grant (hold #%d, token %d, attempt started at %s)", b.client, ib, b.token, stamp(at(b.attempt)))
+		switch {
+		case dup >= 0:
+			a := w.holds[dup]
+			r.TokenViolations++
+			findings = append(findings, event{at(b.acq), true, fmt.Sprintf(
+				"TOKEN VIOLATION: %s has the token of c%d's (hold #%d, returned at %s)", grant, a.client, dup, stamp(at(a.acq)))})
+		case viol >= 0:
+			a := w.holds[viol]
+			r.TokenViolations++
+			r.Inversions++
+			findings = append(findings, event{at(b.acq), true, fmt.Sprintf(
+				"TOKEN VIOLATION: %s is below c%d's (hold #%d, token %d, returned at %s)", grant, a.client, viol, a.token, stamp(at(a.acq)))})
+		case inv >= 0:
+			a := w.holds[inv]
+			r.Inversions++
+			findings = append(findings, event{at(b.acq), true, fmt.Sprintf(
+				"token inversion (attempts overlapped; for information): %s is below c%d's (hold #%d, token %d, returned at %s)", grant, a.client, inv, a.token, stamp(at(a.acq)))})
+		}
+	}
+	return findings
 }

@@ -26,6 +26,37 @@ func (e Expect) String() string {
 	return "safe"
 }
 
+// TokenExpect is what a scenario class must show of its fencing tokens.
+// Every class takes tokens (dlock.WithFencing), so token order is checked
+// in every class; see Result.TokenViolations for what breaks it.
+type TokenExpect int
+
+const (
+	// TokensSafe classes must show no token violation: the contract of
+	// dlock.WithFencing covers them (no node loses its counters, or the
+	// restart guard is on).
+	TokensSafe TokenExpect = iota
+	// TokensUnsafe classes must show at least one token violation: nodes
+	// lose their counters without the restart guard, outside the contract,
+	// and the class proves that the checker sees tokens go backwards.
+	TokensUnsafe
+	// TokensAny classes are outside the contract too (a node loses its
+	// counters, no guard), but need not show a violation: their token
+	// violations are reported for information.
+	TokensAny
+)
+
+// String returns "safe", "UNSAFE" or "any".
+func (e TokenExpect) String() string {
+	switch e {
+	case TokensUnsafe:
+		return "UNSAFE"
+	case TokensAny:
+		return "any"
+	}
+	return "safe"
+}
+
 // CrashMode says how nodes crash in a scenario.
 type CrashMode int
 
@@ -46,8 +77,18 @@ const (
 // and what the checker must find. Every random quantity is drawn per seed.
 type Scenario struct {
 	Name   string
-	Expect Expect
-	About  string // one line: what happens
+	Expect Expect      // overlapping holds
+	Tokens TokenExpect // token order
+	About  string      // one line: what happens
+
+	// Fenced makes the resource refuse an operation whose token is smaller
+	// than the largest it accepted; otherwise it accepts every operation
+	// (and still records its token). A fenced class's verdict is its
+	// tokens': its holds may overlap (Expect), but the resource's accepted
+	// history must stay serial.
+	Fenced bool
+	// Guard is every client's dlock.WithRestartGuard (0: off).
+	Guard time.Duration
 
 	Nodes, Clients int
 
@@ -177,7 +218,35 @@ func Classes() []Scenario {
 	drift.NodeOffset, drift.ClientOffset = time.Hour, time.Hour
 	drift.HoldToExpiry = 0.5
 
-	return []Scenario{calm, latency, partition, minority, nodelay, delayed, jump, pause, drift}
+	// Nodes that lose their counters without the restart guard are outside
+	// the token contract.
+	minority.Tokens, nodelay.Tokens, delayed.Tokens = TokensAny, TokensAny, TokensAny
+
+	// The fenced twins: the same worlds, their resource refusing stale
+	// tokens.
+	pauseFenced := pause
+	pauseFenced.Name, pauseFenced.Fenced = "pause-fenced", true
+	pauseFenced.About = "pause, the resource refusing stale tokens"
+
+	jumpFenced := jump
+	jumpFenced.Name, jumpFenced.Fenced = "clock-jump-fenced", true
+	jumpFenced.About = "clock-jump, the resource refusing stale tokens"
+
+	nodelayFenced := nodelay
+	nodelayFenced.Name, nodelayFenced.Fenced = "restart-nodelay-fenced", true
+	nodelayFenced.About = "restart-nodelay, the resource refusing stale tokens, no restart guard"
+	// Without the guard a restarted node writes no marker and its counters
+	// start again at 0: tokens go backwards (outside the contract), and
+	// this class proves that the checker sees it.
+	nodelayFenced.Tokens = TokensUnsafe
+
+	guarded := nodelay
+	guarded.Name, guarded.Expect, guarded.Tokens, guarded.Fenced = "restart-guarded", Safe, TokensSafe, true
+	guarded.Guard = guarded.TTL + time.Second
+	guarded.About = "restart-nodelay with WithRestartGuard(TTL+1s), the resource refusing stale tokens"
+
+	return []Scenario{calm, latency, partition, minority, nodelay, delayed, jump, pause, drift,
+		pauseFenced, jumpFenced, nodelayFenced, guarded}
 }
 
 // Lookup returns the class named name.

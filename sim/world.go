@@ -30,16 +30,24 @@ type partition struct {
 
 // hold is one successful acquisition: from the moment Lock returned until
 // the holder began to release or its validity (by its own clock) ended.
+// attempt is when its successful attempt started, in true time; token is
+// its fencing token.
 type hold struct {
 	client, n int
 	value     string
+	token     uint64
+	attempt   time.Time
 	acq, end  time.Time
 }
 
-// resourceOp is one operation on the shared resource.
+// resourceOp is one operation on the shared resource, with the token of
+// the hold it was made under; refused marks one that a fenced resource
+// refused as stale.
 type resourceOp struct {
 	client, hold int
+	token        uint64
 	at           time.Time
+	refused      bool
 }
 
 // simClient is one client with its own clock and Redlock.
@@ -68,6 +76,7 @@ type world struct {
 	events []event
 	holds  []hold
 	ops    []resourceOp
+	top    uint64 // the largest token the resource accepted
 	faults [numFaultKinds]int
 	healed time.Time // when the last fault ended
 }
@@ -120,11 +129,12 @@ func newWorld(sc Scenario, seed int64) (*world, error) {
 	w := &world{sc: sc, seed: uint64(seed), start: start, end: atSlot(start.Add(sc.Duration()), slotEnd)}
 	for i := range sc.Nodes {
 		w.nodes = append(w.nodes, &node{
-			id:      i,
-			persist: unit(w.h(tagPersist, uint64(i))) < sc.PersistProb,
-			up:      true,
-			store:   map[string]entry{},
-			clock:   w.skew(tagNodeClock, i, sc.NodeRate, sc.NodeOffset, sc.fixedNodeRate),
+			id:       i,
+			persist:  unit(w.h(tagPersist, uint64(i))) < sc.PersistProb,
+			up:       true,
+			store:    map[string]entry{},
+			counters: map[string]uint64{},
+			clock:    w.skew(tagNodeClock, i, sc.NodeRate, sc.NodeOffset, sc.fixedNodeRate),
 		})
 	}
 	w.pools = make([][]pool, sc.Clients)
@@ -139,11 +149,13 @@ func newWorld(sc Scenario, seed int64) (*world, error) {
 			dlock.WithClock(clk),
 			dlock.WithRand(newSeededReader(w.h(tagRand, uint64(c)))),
 			dlock.WithNodeTimeout(sc.NodeTimeout),
+			dlock.WithRestartGuard(sc.Guard),
 			dlock.WithDefaults(
 				dlock.WithTTL(sc.TTL),
 				dlock.WithRetryInterval(sc.RetryInterval),
 				dlock.WithRetryLimit(-1),
 				dlock.WithDriftFactor(dlock.DefaultDriftFactor),
+				dlock.WithFencing(),
 			),
 		)
 		if err != nil {
@@ -246,27 +258,45 @@ func (w *world) lost(c, n int, t time.Time, h uint64) string {
 
 // result is a node call's outcome as seen by the client.
 type result struct {
-	ok  bool
+	rep dlock.Reply
 	err error
 }
 
-// stub is client c's handle on node n: a dlock.Node whose calls travel over
-// the simulated network to the shared node.
+// stub is client c's handle on node n: a dlock.Fencer whose calls travel
+// over the simulated network to the shared node, each kind of call as its
+// own operation with the same latency, loss, pooling and retransmission.
 type stub struct {
 	w    *world
 	c, n int
 }
 
+var _ dlock.Fencer = (*stub)(nil)
+
 func (s *stub) Acquire(ctx context.Context, key, value string, ttl time.Duration) (bool, error) {
-	return s.w.call(ctx, s.c, s.n, opAcquire, key, value, ttl)
+	r, err := s.w.call(ctx, s.c, s.n, opAcquire, dlock.Request{Key: key, Value: value, TTL: ttl})
+	return r.OK, err
 }
 
 func (s *stub) Extend(ctx context.Context, key, value string, ttl time.Duration) (bool, error) {
-	return s.w.call(ctx, s.c, s.n, opExtend, key, value, ttl)
+	r, err := s.w.call(ctx, s.c, s.n, opExtend, dlock.Request{Key: key, Value: value, TTL: ttl})
+	return r.OK, err
 }
 
 func (s *stub) Release(ctx context.Context, key, value string) (bool, error) {
-	return s.w.call(ctx, s.c, s.n, opRelease, key, value, 0)
+	r, err := s.w.call(ctx, s.c, s.n, opRelease, dlock.Request{Key: key, Value: value})
+	return r.OK, err
+}
+
+func (s *stub) AcquireFenced(ctx context.Context, req dlock.Request) (dlock.Reply, error) {
+	return s.w.call(ctx, s.c, s.n, opAcquireFenced, req)
+}
+
+func (s *stub) ExtendFenced(ctx context.Context, req dlock.Request) (dlock.Reply, error) {
+	return s.w.call(ctx, s.c, s.n, opExtendFenced, req)
+}
+
+func (s *stub) Fence(ctx context.Context, req dlock.Request) (dlock.Reply, error) {
+	return s.w.call(ctx, s.c, s.n, opFence, req)
 }
 
 // call sends one operation from client c to node n on a connection of
@@ -275,8 +305,9 @@ func (s *stub) Release(ctx context.Context, key, value string) (bool, error) {
 // operation, the value and the instant of the call, so it does not depend on
 // the order in which goroutines make calls. When ctx ends first, the call
 // abandons its connection and returns ctx.Err(); its request still arrives.
-func (w *world) call(ctx context.Context, c, n int, o op, key, value string, ttl time.Duration) (bool, error) {
+func (w *world) call(ctx context.Context, c, n int, o op, req dlock.Request) (dlock.Reply, error) {
 	now := time.Now()
+	value := req.Value
 	h := w.h(uint64(c), uint64(n), uint64(o), strHash(value), uint64(now.UnixNano()))
 	lat := w.latency(now, hashOf(h, tagReqLatency))
 	giveUp := atSlot(now.Add(2*w.sc.NodeTimeout), slotGiveUp)
@@ -297,11 +328,11 @@ func (w *world) call(ctx context.Context, c, n int, o op, key, value string, ttl
 	w.inflight.Add(1)
 	go func() {
 		defer w.inflight.Add(-1)
-		w.deliver(x, c, n, o, key, value, ttl, h, now, epoch, arrive, giveUp, reqLost, reply)
+		w.deliver(x, c, n, o, req, h, now, epoch, arrive, giveUp, reqLost, reply)
 	}()
 	select {
 	case r := <-reply:
-		return r.ok, r.err
+		return r.rep, r.err
 	case <-ctx.Done():
 	}
 	// A reply that reaches the client at this very instant wins over the
@@ -315,16 +346,17 @@ func (w *world) call(ctx context.Context, c, n int, o op, key, value string, ttl
 	w.mu.Unlock()
 	if due {
 		r := <-reply
-		return r.ok, r.err
+		return r.rep, r.err
 	}
 	w.logf("c%d -> n%d %s k%d v=%s: abandoned, %v", c, n, o, x.conn, short(value), ctx.Err())
-	return false, ctx.Err()
+	return dlock.Reply{}, ctx.Err()
 }
 
 // deliver carries one request of exchange x, sent at call when node n was
 // in its epoch-th life, to the node and the reply back; reqLost says why
 // the request is lost ("" if it is not).
-func (w *world) deliver(x *exchange, c, n int, o op, key, value string, ttl time.Duration, h uint64, call time.Time, epoch int, arrive, giveUp time.Time, reqLost string, reply chan<- result) {
+func (w *world) deliver(x *exchange, c, n int, o op, req dlock.Request, h uint64, call time.Time, epoch int, arrive, giveUp time.Time, reqLost string, reply chan<- result) {
+	value := req.Value
 	// end hands the call its result at x.replyAt, unless it was abandoned;
 	// the connection goes back to the pool only after a reply.
 	end := func(r result, idle bool) {
@@ -347,13 +379,13 @@ func (w *world) deliver(x *exchange, c, n int, o op, key, value string, ttl time
 			go func() {
 				defer w.inflight.Add(-1)
 				sleepUntil(at)
-				w.applyLate(x.conn, c, n, o, key, value, ttl, at, epoch)
+				w.applyLate(x.conn, c, n, o, req, at, epoch)
 			}()
 		}
 		end(result{err: errNoReply}, false)
 		return
 	}
-	ok, what, err := w.nodes[n].apply(arrive, o, key, value, ttl)
+	rep, what, err := w.nodes[n].apply(arrive, o, req)
 	w.mu.Lock()
 	late := ""
 	if !x.abandoned.IsZero() && x.abandoned.Before(arrive) {
@@ -380,7 +412,7 @@ func (w *world) deliver(x *exchange, c, n int, o op, key, value string, ttl time
 		end(result{err: errNoReply}, false)
 		return
 	}
-	end(result{ok: ok, err: err}, true)
+	end(result{rep: rep, err: err}, true)
 }
 
 // retransmission returns when the request of client c to node n with hash
@@ -407,12 +439,12 @@ func (w *world) retransmission(c, n int, o op, h uint64, call, arrive time.Time)
 // applyLate applies a retransmitted request, sent on connection k when node
 // n was in its epoch-th life, at t. Its call failed (errNoReply); a
 // node that crashed since then resets the connection instead.
-func (w *world) applyLate(k, c, n int, o op, key, value string, ttl time.Duration, t time.Time, epoch int) {
+func (w *world) applyLate(k, c, n int, o op, req dlock.Request, t time.Time, epoch int) {
 	what := "connection reset: the node restarted"
 	if w.nodes[n].epoch() == epoch {
-		_, what, _ = w.nodes[n].apply(t, o, key, value, ttl)
+		_, what, _ = w.nodes[n].apply(t, o, req)
 	}
-	w.logf("n%d %s c%d k%d v=%s: %s (retransmitted; its call failed)", n, o, c, k, short(value), what)
+	w.logf("n%d %s c%d k%d v=%s: %s (retransmitted; its call failed)", n, o, c, k, short(req.Value), what)
 }
 
 func later(a, b time.Time) time.Time {

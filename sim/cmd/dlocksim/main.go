@@ -6,7 +6,7 @@
 //
 // Usage:
 //
-//	dlocksim [-class name] [-seed n | -seeds k -first-seed s] [-trace] [-v]
+//	dlocksim [-class name[,name…]] [-seed n | -seeds k -first-seed s] [-trace] [-v]
 //
 // With -seed, only that seed runs; with -trace, each run's full event trace
 // (one line per event, in virtual time) and its summary are printed first;
@@ -78,7 +78,7 @@ func (o *optBool) Set(s string) error {
 func (o *optBool) IsBoolFlag() bool { return true }
 
 var (
-	class                 = flag.String("class", "", "run only this class (default: all)")
+	class                 = flag.String("class", "", "run only these classes, comma-separated (default: all)")
 	seed, seeds, firstSed optInt
 	trace, verbose        optBool
 )
@@ -90,7 +90,7 @@ func main() {
 	flag.Var(&trace, "trace", "print each run's event trace and summary")
 	flag.Var(&verbose, "v", "print each run's summary line (with its trace hash)")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: dlocksim [-class name] [-seed n | -seeds k -first-seed s] [-trace] [-v]\nclasses:")
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: dlocksim [-class name[,name...]] [-seed n | -seeds k -first-seed s] [-trace] [-v]\nclasses:")
 		for _, c := range sim.Classes() {
 			fmt.Fprintf(flag.CommandLine.Output(), " %s", c.Name)
 		}
@@ -104,13 +104,16 @@ func main() {
 	}
 	classes := sim.Classes()
 	if *class != "" {
-		sc, ok := sim.Lookup(*class)
-		if !ok {
-			fmt.Fprintf(os.Stderr, "dlocksim: unknown class %q\n", *class)
-			flag.Usage()
-			os.Exit(2)
+		classes = nil
+		for name := range strings.SplitSeq(*class, ",") {
+			sc, ok := sim.Lookup(strings.TrimSpace(name))
+			if !ok {
+				fmt.Fprintf(os.Stderr, "dlocksim: unknown class %q\n", name)
+				flag.Usage()
+				os.Exit(2)
+			}
+			classes = append(classes, sc)
 		}
-		classes = []sim.Scenario{sc}
 	}
 	first, n := int64(1), DefaultSeeds
 	if firstSed.set {

@@ -1,0 +1,177 @@
+package dlock_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/charconstpointer/dlock"
+	"github.com/charconstpointer/dlock/internal/redistest"
+)
+
+// announcer is the Pub/Sub of a set of notifying fake nodes.
+type announcer struct {
+	mu       sync.Mutex
+	watchers map[int]func(string)
+	next     int
+	watching int // watches running now
+}
+
+// notifyingNode is a fakeNode that announces the releases made through
+// ReleaseNotify to every watcher.
+type notifyingNode struct {
+	*fakeNode
+	a *announcer
+}
+
+func (n notifyingNode) ReleaseNotify(ctx context.Context, key, value string) (bool, error) {
+	ok, err := n.Release(ctx, key, value)
+	if ok {
+		n.a.mu.Lock()
+		for _, f := range n.a.watchers {
+			f(key)
+		}
+		n.a.mu.Unlock()
+	}
+	return ok, err
+}
+
+func (n notifyingNode) WatchReleases(ctx context.Context, released func(string)) error {
+	n.a.mu.Lock()
+	id := n.a.next
+	n.a.next++
+	n.a.watchers[id] = released
+	n.a.watching++
+	n.a.mu.Unlock()
+	<-ctx.Done()
+	n.a.mu.Lock()
+	delete(n.a.watchers, id)
+	n.a.watching--
+	n.a.mu.Unlock()
+	return ctx.Err()
+}
+
+func notifying(fs []*fakeNode) ([]dlock.Node, *announcer) {
+	a := &announcer{watchers: map[int]func(string){}}
+	ns := make([]dlock.Node, len(fs))
+	for i, f := range fs {
+		ns[i] = notifyingNode{f, a}
+	}
+	return ns, a
+}
+
+// Issue 10: a waiter is woken by a release, without waiting for its retry
+// interval; its watches end with the wait.
+func TestLock_waiter_wakes_on_release(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fs := fakes(3)
+		ns, a := notifying(fs)
+		r, err := dlock.New(ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		holder, err := r.Lock("k", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			time.Sleep(time.Second)
+			_ = holder.Release()
+		}()
+		start := time.Now()
+		l, err := r.Lock("k", "", dlock.WithRetryInterval(10*time.Second), dlock.WithRetryJitter(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := time.Since(start); got != time.Second {
+			t.Errorf("the waiter got the lock after %v, want 1s (at the release, not at its 10s poll)", got)
+		}
+		synctest.Wait()
+		a.mu.Lock()
+		watching := a.watching
+		a.mu.Unlock()
+		if watching != 0 {
+			t.Errorf("%d watches still running after the last waiter, want 0", watching)
+		}
+		_ = l.Release()
+	})
+}
+
+// A failed attempt's own undo announces nothing: a waiter does not wake
+// itself into a busy loop while the lock is held elsewhere, and a waiter
+// whose context ends stops at once.
+func TestLock_waiter_does_not_wake_on_undo(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fs := fakes(5)
+		ns, _ := notifying(fs)
+		for _, f := range fs[:3] {
+			f.set("k", "other", time.Hour) // held by another on a majority
+		}
+		r, err := dlock.New(ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		defer cancel()
+		start := time.Now()
+		_, err = r.LockContext(ctx, "k", "", dlock.WithRetryLimit(-1), dlock.WithRetryInterval(100*time.Millisecond), dlock.WithRetryJitter(0))
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err = %v", err)
+		}
+		if got := time.Since(start); got != time.Second {
+			t.Errorf("LockContext returned after %v, want at its context's end (1s)", got)
+		}
+		if got := fs[4].count("acquire"); got > 11 {
+			t.Errorf("%d attempts in 1s at a 100ms retry interval: the undo of each attempt woke the next", got)
+		}
+		synctest.Wait()
+	})
+}
+
+// On real Redis nodes, a waiter with a long retry interval gets the lock
+// within a few round trips of the release.
+func TestRedis_waiter_wakes_on_release(t *testing.T) {
+	addrs := redistest.Addrs(t)
+	var cs []*redis.Client
+	for _, addr := range addrs {
+		c := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
+		t.Cleanup(func() { _ = c.Close() })
+		cs = append(cs, c)
+	}
+	r, err := dlock.New(dlock.RedisNodes(cs...), dlock.WithKeyPrefix("wake-test:"+strings.ReplaceAll(t.Name(), "/", "-")+":"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder, err := r.Lock("k", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan time.Duration, 1)
+	go func() {
+		l, err := r.Lock("k", "", dlock.WithRetryInterval(5*time.Second), dlock.WithRetryJitter(0))
+		if err != nil {
+			got <- -1
+			return
+		}
+		defer l.Release()
+		got <- time.Duration(time.Now().UnixNano())
+	}()
+	time.Sleep(300 * time.Millisecond) // the waiter has tried once and is waiting
+	released := time.Now()
+	if err := holder.Release(); err != nil {
+		t.Fatal(err)
+	}
+	at := <-got
+	if at < 0 {
+		t.Fatal("the waiter failed")
+	}
+	if d := time.Duration(at) - time.Duration(released.UnixNano()); d > time.Second {
+		t.Errorf("the waiter got the lock %v after the release, want well under its 5s retry interval", d)
+	}
+}
