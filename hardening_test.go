@@ -502,3 +502,30 @@ func isClosed(ch <-chan struct{}) bool {
 		return false
 	}
 }
+
+// uncomparableNode is a Node whose dynamic type cannot be compared with ==
+// (it holds a slice), wrapped by a comparable struct.
+type uncomparableNode struct {
+	*fakeNode
+	tags []string
+}
+
+type wrappedNode struct{ dlock.Node }
+
+// Issue 7, item 3: New never panics on Node values that cannot be
+// compared, and still tells two stores apart.
+func TestNew_does_not_panic_on_uncomparable_nodes(t *testing.T) {
+	fs := fakes(3)
+	ns := []dlock.Node{
+		wrappedNode{uncomparableNode{fs[0], []string{"a"}}},
+		wrappedNode{uncomparableNode{fs[1], []string{"b"}}},
+		wrappedNode{uncomparableNode{fs[2], nil}},
+	}
+	r, err := dlock.New(ns)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	if r.Quorum() != 2 {
+		t.Errorf("Quorum() = %d, want 2", r.Quorum())
+	}
+}
