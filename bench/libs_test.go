@@ -7,6 +7,7 @@ import (
 	"errors"
 	"math"
 	mrand "math/rand/v2"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -68,20 +69,33 @@ type lib struct {
 // libs lists every library in the order they run; dlock first, so that
 // benchstat's deltas read "peer vs dlock".
 var libs = []lib{
-	{name: "dlock", new: newDlock},
+	{name: "dlock", new: func(b *testing.B, cs []*redis.Client, c cfg) locker { return newDlock(b, cs, c, false) }},
 	{name: "redsync", new: func(b *testing.B, cs []*redis.Client, c cfg) locker { return newRedsync(b, cs, c, false) }},
 	{name: "redsync-ff", new: func(b *testing.B, cs []*redis.Client, c cfg) locker { return newRedsync(b, cs, c, true) }},
 	{name: "floor", new: newFloor},
 	{name: "redislock", single: true, new: newRedislock},
 }
 
+// fencedLib is dlock with WithFencing: every Lock takes a fencing token
+// (issue 8). Scenario 1 runs it right after dlock (s1Libs), so that the
+// cost of fencing is measured in the same run, under the same load.
+var fencedLib = lib{name: "dlock-fenced", new: func(b *testing.B, cs []*redis.Client, c cfg) locker { return newDlock(b, cs, c, true) }}
+
+// s1Libs is libs with dlock-fenced after dlock.
+var s1Libs = slices.Insert(slices.Clone(libs), 1, fencedLib)
+
 var errNotReleased = errors.New("bench: release did not reach a majority")
 
 // --- dlock ---
 
-type dlockLocker struct{ r *dlock.Redlock }
+type dlockLocker struct {
+	r      *dlock.Redlock
+	fenced bool
+}
 
-func newDlock(b *testing.B, cs []*redis.Client, c cfg) locker {
+var errNoToken = errors.New("bench: a fenced lock has no fencing token")
+
+func newDlock(b *testing.B, cs []*redis.Client, c cfg, fencing bool) locker {
 	ucs := make([]redis.UniversalClient, len(cs))
 	for i, cl := range cs {
 		ucs[i] = cl
@@ -95,17 +109,24 @@ func newDlock(b *testing.B, cs []*redis.Client, c cfg) locker {
 	if c.refresh > 0 {
 		defs = append(defs, dlock.WithRefreshInterval(c.refresh))
 	}
+	if fencing {
+		defs = append(defs, dlock.WithFencing())
+	}
 	r, err := dlock.New(dlock.RedisNodes(ucs...), dlock.WithDefaults(defs...))
 	if err != nil {
 		b.Fatal(err)
 	}
-	return dlockLocker{r}
+	return dlockLocker{r, fencing}
 }
 
 func (l dlockLocker) lock(ctx context.Context, key string) (held, error) {
 	lk, err := l.r.LockContext(ctx, key, "")
 	if err != nil {
 		return nil, err
+	}
+	if l.fenced && lk.Token() == 0 {
+		lk.ReleaseContext(ctx)
+		return nil, errNoToken
 	}
 	return (*dlockHeld)(lk), nil
 }

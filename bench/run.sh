@@ -24,7 +24,7 @@ else
 	report=${REPORT:-$root/BENCHMARKS.md}
 fi
 out=${OUT:-$bench_dir/out}
-mkdir -p "$out"
+mkdir -p "$out" "$(dirname "$report")"
 
 nodes=$(mktemp -d "${TMPDIR:-/tmp}/dlock-bench-nodes.XXXXXX")
 cleanup() {
@@ -64,6 +64,7 @@ BENCH_NPROC=$(nproc) \
 	BENCH_REDIS=$(redis-server --version | sed 's/^Redis server //') \
 	BENCH_DATE=$(date -u +%Y-%m-%d) BENCH_LOAD_BEFORE=$load_before BENCH_LOAD_AFTER=$load_after \
 	go run ./cmd/benchreport -raw "$out/raw.txt" -benchstat "$out/benchstat.txt" -notes "$bench_dir/analysis.md" \
+	${BENCH:+-not-run "the run was limited to -test.bench '$BENCH'"} \
 	-cmd "cd bench && go test -c -o out/bench.test . && for i in \$(seq $count); do DLOCK_BENCH_HELD=$held out/bench.test -test.run '^\$' -test.bench '${BENCH:-.}' -test.benchmem -test.count 1 -test.benchtime $benchtime; done  (bench/run.sh, make bench)" >"$report.tmp"
 mv "$report.tmp" "$report"
 echo "run.sh: wrote $report" >&2

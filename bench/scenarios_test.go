@@ -94,14 +94,90 @@ func nodesFor(l lib, n int) int {
 
 // BenchmarkS1Uncontended: 1 goroutine, fresh key each time, 5 nodes
 // (redislock: 1 node).
+// dlock-fenced (WithFencing) runs right after dlock; after its loop it reads
+// the run's fencing counters on every node (see fenceCounters).
 func BenchmarkS1Uncontended(b *testing.B) {
 	as := addrs(b, 5)
-	for _, l := range libs {
+	for _, l := range s1Libs {
 		n := nodesFor(l, 5)
 		b.Run(fmt.Sprintf("lib=%s/nodes=%d", l.name, n), func(b *testing.B) {
-			serial(b, l.new(b, newClients(b, as[:n]), baseCfg), keyPrefix("s1", l.name))
+			cs := newClients(b, as[:n])
+			prefix := keyPrefix("s1", l.name)
+			serial(b, l.new(b, cs, baseCfg), prefix)
+			if l.name == fencedLib.name {
+				keys, above, missing := fenceCounters(b, cs, prefix)
+				b.ReportMetric(float64(keys), "fenced-keys")
+				b.ReportMetric(float64(above), "keys-counter>1")
+				b.ReportMetric(float64(missing), "keys-counter-missing")
+			}
 		})
 	}
+}
+
+// fenceCounters reads the fencing counters of the keys under prefix (the
+// run's timed keys and its warm-up keys) on every node, then deletes them:
+// a counter has no TTL, and each fresh key leaves one per node. It returns
+// how many keys have a counter on some node; on how many of them some
+// node's counter is above 1; and on how many some node has no counter.
+//
+// This bounds how often the second (fence) round ran without looking into
+// the library: every key is fresh, so a node's grant finds no counter and
+// returns 1; the fence round runs only when the granting nodes' counters
+// disagree, that is when one returned 2 or more (a retried attempt granted
+// twice by one node), and it raises counters to that token. Counters never
+// decrease, so where every node's counter is 1 (or absent) every grant
+// returned 1 and no fence round ran: above is an upper bound on the fence
+// rounds. A missing counter means the acquire never ran on that node (not
+// sent, or not carried out): it takes no part in the token.
+func fenceCounters(b *testing.B, cs []*redis.Client, prefix string) (keys, above, missing int) {
+	b.Helper()
+	ctx := context.Background()
+	// RedisNode's counter for a key without braces is "dlock:fence:{KEY}".
+	pattern := "dlock:fence:{" + prefix + "*"
+	type state struct{ seen, above int }
+	st := map[string]*state{}
+	for _, c := range cs {
+		var cursor uint64
+		for {
+			ks, next, err := c.Scan(ctx, cursor, pattern, 1000).Result()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(ks) > 0 {
+				vs, err := c.MGet(ctx, ks...).Result()
+				if err != nil {
+					b.Fatal(err)
+				}
+				for j, k := range ks {
+					s := st[k]
+					if s == nil {
+						s = new(state)
+						st[k] = s
+					}
+					s.seen++
+					if v, _ := vs[j].(string); v != "1" {
+						s.above++
+					}
+				}
+				// Keys already returned may be deleted during a SCAN.
+				if err := c.Unlink(ctx, ks...).Err(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if cursor = next; cursor == 0 {
+				break
+			}
+		}
+	}
+	for _, s := range st {
+		if s.above > 0 {
+			above++
+		}
+		if s.seen < len(cs) {
+			missing++
+		}
+	}
+	return len(st), above, missing
 }
 
 // BenchmarkS2Parallel: 64 goroutines on distinct keys, 5 nodes.

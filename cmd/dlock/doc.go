@@ -8,8 +8,8 @@
 //	dlock --version
 //
 // dlock run acquires the lock on KEY over the nodes given by --nodes or
-// DLOCK_NODES (comma-separated redis:// or rediss:// URLs, independent
-// masters; the lock is held while a majority of them agree), waiting as
+// DLOCK_NODES (comma-separated URLs of independent stores; the lock is held
+// while a majority of them agree), waiting as
 // --wait says, then runs COMMAND with DLOCK_KEY, DLOCK_VALUE and, with
 // --fencing, DLOCK_TOKEN in its environment. The lock is refreshed every
 // third of --ttl while the command runs and released after it exits. When
@@ -25,6 +25,23 @@
 // stdout belongs to the command; dlock writes its own messages to stderr,
 // through log/slog, at --log-level (default warn: a run that goes well
 // prints nothing, which suits cron).
+//
+// Node URLs, one per node (passwords are never printed):
+//
+//	redis://[user:password@]host:port[/db]     a Redis master; rediss:// for TLS
+//	postgres://[user:password@]host:port/db?.. a PostgreSQL primary, as a libpq URL
+//	                                            (sslmode and the other libpq parameters;
+//	                                            also postgresql://); the lease table
+//	                                            dlock_leases is created when missing
+//	etcd://[user:password@]host:port[,host:port...]
+//	                                            one etcd cluster (its client endpoints,
+//	                                            plain HTTP); etcds:// for TLS with the
+//	                                            system's roots; user:password is etcd auth
+//
+// In the comma-separated list, the hosts after an etcd:// or postgres:// URL
+// belong to it: etcd://h1:2379,h2:2379,redis://h3:6379 is two nodes. A
+// PostgreSQL or etcd node connects on its first use, so one that is down
+// counts as a failed node.
 //
 // Exit codes of dlock run:
 //

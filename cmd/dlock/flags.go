@@ -22,7 +22,9 @@ type common struct {
 func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.nodes, "nodes", "",
 		"comma-separated node `URLs`: redis://[user:password@]host:port[/db] or rediss:// (TLS); "+
-			"independent masters, a majority must agree")
+			"postgres://[user:password@]host:port/db[?sslmode=...] (a libpq URL, also postgresql://); "+
+			"etcd://[user:password@]host:port[,host:port...] (one etcd cluster) or etcds:// (TLS); "+
+			"independent stores, a majority must agree")
 	fs.StringVar(&c.prefix, "prefix", "", "`prefix` prepended to KEY on the nodes (as dlock.WithKeyPrefix)")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelWarn,
 		"`level` of the messages dlock writes to stderr: debug, info, warn or error")
