@@ -393,8 +393,10 @@ func TestLock_ctx_end_keeps_the_attempts_node_errors(t *testing.T) {
 				timeouts++
 			}
 		}
-		if len(nodesSeen) != 3 || timeouts == 0 {
-			t.Errorf("err = %v: names nodes %v, %d errors with a node timeout; want all 3 named and the cause shown", err, nodesSeen, timeouts)
+		// A majority of nodes explains the failure; a node still pending
+		// when the last round was decided may have no error yet.
+		if len(nodesSeen) < 2 || timeouts == 0 {
+			t.Errorf("err = %v: names nodes %v, %d errors with a node timeout; want a majority named and the cause shown", err, nodesSeen, timeouts)
 		}
 	})
 }
