@@ -393,8 +393,10 @@ func TestLock_ctx_end_keeps_the_attempts_node_errors(t *testing.T) {
 				timeouts++
 			}
 		}
-		if len(nodesSeen) != 3 || timeouts == 0 {
-			t.Errorf("err = %v: names nodes %v, %d errors with a node timeout; want all 3 named and the cause shown", err, nodesSeen, timeouts)
+		// A majority of nodes explains the failure; a node still pending
+		// when the last round was decided may have no error yet.
+		if len(nodesSeen) < 2 || timeouts == 0 {
+			t.Errorf("err = %v: names nodes %v, %d errors with a node timeout; want a majority named and the cause shown", err, nodesSeen, timeouts)
 		}
 	})
 }
@@ -500,5 +502,32 @@ func isClosed(ch <-chan struct{}) bool {
 		return true
 	default:
 		return false
+	}
+}
+
+// uncomparableNode is a Node whose dynamic type cannot be compared with ==
+// (it holds a slice), wrapped by a comparable struct.
+type uncomparableNode struct {
+	*fakeNode
+	tags []string
+}
+
+type wrappedNode struct{ dlock.Node }
+
+// Issue 7, item 3: New never panics on Node values that cannot be
+// compared, and still tells two stores apart.
+func TestNew_does_not_panic_on_uncomparable_nodes(t *testing.T) {
+	fs := fakes(3)
+	ns := []dlock.Node{
+		wrappedNode{uncomparableNode{fs[0], []string{"a"}}},
+		wrappedNode{uncomparableNode{fs[1], []string{"b"}}},
+		wrappedNode{uncomparableNode{fs[2], nil}},
+	}
+	r, err := dlock.New(ns)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	if r.Quorum() != 2 {
+		t.Errorf("Quorum() = %d, want 2", r.Quorum())
 	}
 }

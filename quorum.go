@@ -310,7 +310,7 @@ func (r *Redlock) fanout(ctx context.Context, rd round) (tally, []bool) {
 	count := func(rep reply) {
 		f.answered[rep.node] = true
 		t.add(rep)
-		if _, busy := rep.err.(*busyError); rep.err != nil && !busy {
+		if rep.err != nil && !isNotSent(rep.err) { // a real error of the node, not ours
 			rd.lanes[rep.node].lastErr = rep.err
 		}
 	}

@@ -306,13 +306,11 @@ func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, r
 		return nil, notAcquiredCtx(key, err)
 	}
 
+	// w listens for releases of the key from the first failed attempt on:
+	// an uncontended Lock opens no subscription. A release between that
+	// attempt and the start of the watch costs one poll interval.
 	var w *waiter
-	if retry {
-		// Listen for releases before the first attempt, so that one that
-		// comes between a refused attempt and the wait is not missed.
-		w = r.wake.wait(p.nodeKey)
-		defer w.stop()
-	}
+	defer func() { w.stop() }()
 	ln := make(lanes, len(r.nodes)) // this lock's call history per node
 	var lastErrs []error            // the node errors of the last attempt that had any
 	for attempt := 1; ; attempt++ {
@@ -359,6 +357,9 @@ func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, r
 		}
 		if !retry || (cfg.RetryLimit >= 0 && attempt > cfg.RetryLimit) {
 			return nil, res.err
+		}
+		if w == nil {
+			w = r.wake.wait(p.nodeKey)
 		}
 		wait := addSat(cfg.RetryInterval, r.jitter(cfg.RetryJitter))
 		if !res.sentAny && lanesBusy(&res.t) {

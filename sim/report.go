@@ -160,7 +160,7 @@ func Aggregate(results []*Result) []*ClassReport {
 // does not match, why and the command that replays its first offending
 // seed. It reports whether every class matched.
 func WriteTable(w io.Writer, reports []*ClassReport) bool {
-	const row = "%-22s %5s %6s %6s %6s %8s %6s %6s %6s %5s  %-21s %-28s %s\n"
+	const row = "%-22s %5s %6s %6s %6s %8s %6s %6s %6s %5s  %-22s %-28s %s\n"
 	fmt.Fprintf(w, row, "class", "seeds", "acq", "ops", "faults", "overlaps", "stale", "tokvio", "invers", "stuck", "expected", "verdict", "result")
 	ok := true
 	var replays []string

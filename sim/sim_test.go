@@ -3,33 +3,67 @@ package sim
 import (
 	"bufio"
 	"os"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
 
-// TestClasses runs a few seeds of every class and asserts its verdict.
+// TestClasses runs a few seeds of every class and asserts its verdict. A
+// fenced twin (pause-fenced, clock-jump-fenced, restart-nodelay-fenced)
+// runs the same world as its unfenced class, seed for seed: only what the
+// resource does with stale tokens differs, so every count but Stale must
+// agree.
 func TestClasses(t *testing.T) {
 	const seeds = 3
 	results := RunMany(t, Jobs(Classes(), 1, seeds), false)
+	if t.Failed() {
+		return
+	}
 	var b strings.Builder
 	ok := WriteTable(&b, Aggregate(results))
 	t.Logf("\n%s", b.String())
 	if !ok {
 		t.Errorf("some class did not show its expected verdict over seeds 1..%d", seeds)
 	}
+	by := map[string]*Result{}
+	for _, r := range results {
+		by[r.Class+"/"+strconv.FormatInt(r.Seed, 10)] = r
+	}
+	for _, twin := range []string{"pause", "clock-jump", "restart-nodelay"} {
+		for seed := range int64(seeds) {
+			s := "/" + strconv.FormatInt(seed+1, 10)
+			a, f := by[twin+s], by[twin+"-fenced"+s]
+			if a == nil || f == nil {
+				t.Fatalf("%s seed %d: missing result", twin, seed+1)
+			}
+			if a.Stale != 0 {
+				t.Errorf("%s seed %d: stale = %d in an unfenced class", twin, seed+1, a.Stale)
+			}
+			got := []int{f.Acquisitions, f.Operations, f.FaultTotal(), f.Violations, f.TokenViolations, f.Inversions, f.LivenessFailures}
+			want := []int{a.Acquisitions, a.Operations, a.FaultTotal(), a.Violations, a.TokenViolations, a.Inversions, a.LivenessFailures}
+			if !slices.Equal(got, want) {
+				t.Errorf("%s-fenced seed %d differs from its twin:\n got %s\nwant %s", twin, seed+1, f.Summary(), a.Summary())
+			}
+		}
+	}
 }
 
-// TestDeterminism runs 20 seeds twice, all in parallel, and compares every
-// trace hash and count: the Go scheduler must not change a run.
+// TestDeterminism runs two seeds of every class twice, all in parallel,
+// once with GOMAXPROCS 1 and once with 2, and compares every trace hash and
+// count: the Go scheduler must not change a run.
 func TestDeterminism(t *testing.T) {
 	classes := Classes()
 	var jobs []Job
-	for i := range 20 {
+	for i := range 2 * len(classes) {
 		jobs = append(jobs, Job{classes[i%len(classes)], int64(1000 + i)})
 	}
+	procs := runtime.GOMAXPROCS(1)
+	defer runtime.GOMAXPROCS(procs)
 	first := RunMany(t, jobs, false)
+	runtime.GOMAXPROCS(2)
 	second := RunMany(t, jobs, false)
 	if t.Failed() {
 		return
@@ -147,7 +181,7 @@ func TestSkew(t *testing.T) {
 
 func TestAtSlot(t *testing.T) {
 	base := time.Unix(0, 5000)
-	for _, slot := range []int{0, 1, 640, 1023} {
+	for _, slot := range []int{0, 1, slotClient(0), 1023} {
 		got := atSlot(base, slot)
 		if int(got.UnixNano()%slotMod) != slot || got.Before(base) || got.Sub(base) >= slotMod {
 			t.Errorf("atSlot(%d, %d) = %d", base.UnixNano(), slot, got.UnixNano())
@@ -172,14 +206,65 @@ func TestWriteTableMismatch(t *testing.T) {
 		{Class: "calm", Seed: 2, Expect: Safe, Violations: 1},
 		{Class: "pause", Seed: 1, Expect: Unsafe},
 		{Class: "pause", Seed: 2, Expect: Unsafe},
+		{Class: "pause-fenced", Seed: 1, Expect: Unsafe, Fenced: true, Violations: 2},
+		{Class: "pause-fenced", Seed: 2, Expect: Unsafe, Fenced: true, Violations: 1, TokenViolations: 1},
+		{Class: "clock-jump-fenced", Seed: 1, Expect: Unsafe, Fenced: true, Violations: 2},
+		{Class: "restart-nodelay-fenced", Seed: 1, Expect: Unsafe, Tokens: TokensUnsafe, Fenced: true, Violations: 1, Stale: 1},
+		{Class: "restart-guarded", Seed: 1, Expect: Safe, Fenced: true},
+		{Class: "restart-guarded", Seed: 2, Expect: Safe, Fenced: true, LivenessFailures: 1},
+		{Class: "minority-crash", Seed: 1, Expect: Safe, Tokens: TokensAny, TokenViolations: 3},
+		{Class: "restart-nodelay", Seed: 1, Expect: Unsafe, Tokens: TokensAny, Violations: 1, LivenessFailures: 1},
 	}
 	var b strings.Builder
 	if WriteTable(&b, Aggregate(results)) {
 		t.Fatalf("WriteTable reported a match:\n%s", b.String())
 	}
-	for _, want := range []string{"make sim CLASS=calm SEED=2 TRACE=1", "make sim CLASS=pause SEED=1 TRACE=1"} {
+	for _, want := range []string{
+		"calm: expected safe, tokens safe, got 1 overlapping hold(s); replay: make sim CLASS=calm SEED=2 TRACE=1",
+		"pause: expected UNSAFE, tokens safe, got no overlapping hold; replay: make sim CLASS=pause SEED=1 TRACE=1",
+		"pause-fenced: expected UNSAFE, tokens safe, got 1 token violation(s), holds overlapped, but no stale operation refused; replay: make sim CLASS=pause-fenced SEED=2 TRACE=1",
+		"clock-jump-fenced: expected UNSAFE, tokens safe, got holds overlapped, but no stale operation refused; replay: make sim CLASS=clock-jump-fenced SEED=1 TRACE=1",
+		"restart-nodelay-fenced: expected UNSAFE, tokens UNSAFE, got no token violation; replay: make sim CLASS=restart-nodelay-fenced SEED=1 TRACE=1",
+		"restart-guarded: expected safe, tokens safe, got 1 liveness failure(s); replay: make sim CLASS=restart-guarded SEED=2 TRACE=1",
+	} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, b.String())
 		}
 	}
+	for _, class := range []string{"minority-crash", "restart-nodelay"} {
+		if !strings.Contains(b.String(), "\n"+class+" ") || strings.Contains(b.String(), class+": expected") {
+			t.Errorf("%s: want a matching row:\n%s", class, b.String())
+		}
+	}
+}
+
+// TestSlots checks that the slot layout of hash.go gives every kind of
+// actor slots of its own: no two slots meet, and all lie in [0, slotMod).
+func TestSlots(t *testing.T) {
+	owner := map[int]string{}
+	claim := func(slot int, who string) {
+		t.Helper()
+		if slot < 0 || slot >= slotMod {
+			t.Errorf("%s: slot %d outside [0, %d)", who, slot, slotMod)
+		}
+		if prev, ok := owner[slot]; ok {
+			t.Errorf("slot %d: %s and %s", slot, prev, who)
+		}
+		owner[slot] = who
+	}
+	if numOps > slotsPerReq {
+		t.Fatalf("numOps = %d > slotsPerReq = %d", numOps, slotsPerReq)
+	}
+	for c := range maxClients {
+		for o := range numOps {
+			claim(slotReq(c, o), "request c"+strconv.Itoa(c)+" "+o.String())
+			for n := range maxNodes {
+				claim(slotResp(c, n, o), "reply c"+strconv.Itoa(c)+" n"+strconv.Itoa(n)+" "+o.String())
+			}
+		}
+		claim(slotClient(c), "client c"+strconv.Itoa(c))
+	}
+	claim(slotFault, "fault")
+	claim(slotGiveUp, "give-up")
+	claim(slotEnd, "end")
 }

@@ -1,8 +1,9 @@
 // Command dlocksim runs dlock's deterministic simulation: every scenario
 // class over a range of seeds, printing a table of acquisitions, operations,
-// faults, mutual-exclusion violations and liveness failures per class, and
-// exiting 0 only when every class shows what it is expected to (safe classes
-// no violation, unsafe classes at least one).
+// faults, mutual-exclusion violations (overlaps), stale operations refused
+// by a fenced resource, token violations, token inversions and liveness
+// failures per class, and exiting 0 only when every class shows what it is
+// expected to (see package sim's documentation, "The checker").
 //
 // Usage:
 //
