@@ -146,6 +146,10 @@ func (h *dlockHeld) lost() bool {
 	}
 }
 
+// why says why a lost lock is no longer held (Lock.Err): the benchmark logs
+// the reasons of scenario 6's lost locks.
+func (h *dlockHeld) why() error { return (*dlock.Lock)(h).Err() }
+
 // --- redsync ---
 
 type redsyncLocker struct {

@@ -58,6 +58,10 @@ echo "run.sh: benchmarks took $(($(date +%s) - start))s" >&2
 
 go tool benchstat -col /lib "$out/raw.txt" >"$out/benchstat.txt"
 
+how="bench/run.sh, make bench"
+if [[ -n ${BENCH:-} || -n ${COUNT:-} ]]; then
+	how="${COUNT:+COUNT=$COUNT }${BENCH:+BENCH='$BENCH' }bash bench/run.sh"
+fi
 BENCH_NPROC=$(nproc) \
 	BENCH_CPU=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || uname -m) \
 	BENCH_GO=$(go version | cut -d' ' -f3-) \
@@ -65,7 +69,7 @@ BENCH_NPROC=$(nproc) \
 	BENCH_DATE=$(date -u +%Y-%m-%d) BENCH_LOAD_BEFORE=$load_before BENCH_LOAD_AFTER=$load_after \
 	go run ./cmd/benchreport -raw "$out/raw.txt" -benchstat "$out/benchstat.txt" -notes "$bench_dir/analysis.md" \
 	${BENCH:+-not-run "the run was limited to -test.bench '$BENCH'"} \
-	-cmd "cd bench && go test -c -o out/bench.test . && for i in \$(seq $count); do DLOCK_BENCH_HELD=$held out/bench.test -test.run '^\$' -test.bench '${BENCH:-.}' -test.benchmem -test.count 1 -test.benchtime $benchtime; done  (bench/run.sh, make bench)" >"$report.tmp"
+	-cmd "cd bench && go test -c -o out/bench.test . && for i in \$(seq $count); do DLOCK_BENCH_HELD=$held out/bench.test -test.run '^\$' -test.bench '${BENCH:-.}' -test.benchmem -test.count 1 -test.benchtime $benchtime; done  ($how)" >"$report.tmp"
 mv "$report.tmp" "$report"
 echo "run.sh: wrote $report" >&2
 if ((failed)); then

@@ -1,11 +1,16 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"math"
+	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -466,6 +471,7 @@ func BenchmarkS6Held(b *testing.B) {
 			var failed atomic.Int64
 			var firstErr atomic.Pointer[error]
 			var wg sync.WaitGroup
+			acquireStart := time.Now()
 			for w := range par {
 				wg.Go(func() {
 					kg := newKeygen(prefix + strconv.Itoa(w) + ":")
@@ -484,10 +490,12 @@ func BenchmarkS6Held(b *testing.B) {
 			if p := firstErr.Load(); p != nil {
 				b.Logf("%d of %d acquisitions failed; first: %v", failed.Load(), locks, *p)
 			}
+			acquired := time.Since(acquireStart)
 			heldN := locks - int(failed.Load())
 			if heldN == 0 {
 				b.Fatal("no lock acquired")
 			}
+			lostAcquiring := countLost(hs)
 			runtime.GC()
 			runtime.ReadMemStats(&m1)
 			g1 := runtime.NumGoroutine()
@@ -497,11 +505,10 @@ func BenchmarkS6Held(b *testing.B) {
 			}
 			cpu1, secs := cpuTime(), time.Since(t0).Seconds()
 			runtime.ReadMemStats(&m2)
-			lost := 0
-			for _, h := range hs {
-				if h != nil && h.lost() {
-					lost++
-				}
+			lost := countLost(hs)
+			if lost > 0 {
+				b.Logf("%d of %d held locks lost: %d while the %d acquisitions ran (%.1fs), %d more in the %v held; %s",
+					lost, heldN, lostAcquiring, locks, acquired.Seconds(), lost-lostAcquiring, refresh, lossReasons(hs))
 			}
 			perLock := func(v float64) float64 { return v / float64(heldN) }
 			b.ReportMetric(perLock(float64(int64(m1.HeapAlloc)-int64(m0.HeapAlloc))), "B/lock")
@@ -512,6 +519,55 @@ func BenchmarkS6Held(b *testing.B) {
 			b.ReportMetric(float64(failed.Load()), "acquire-failed")
 		})
 	}
+}
+
+// countLost counts the held locks whose library knows they are lost.
+func countLost(hs []held) int {
+	n := 0
+	for _, h := range hs {
+		if h != nil && h.lost() {
+			n++
+		}
+	}
+	return n
+}
+
+// quoted matches a quoted key in an error message.
+var quoted = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
+
+// lossReasons summarizes why the lost locks of hs are lost, for a library
+// that says (dlock: Lock.Err): the first line of each reason with its key
+// left out, the most frequent first, at most 5.
+func lossReasons(hs []held) string {
+	count := map[string]int{}
+	for _, h := range hs {
+		w, ok := h.(interface{ why() error })
+		if !ok || h == nil || !h.lost() {
+			continue
+		}
+		why := "no reason given"
+		if err := w.why(); err != nil {
+			why, _, _ = strings.Cut(err.Error(), "\n")
+			why = quoted.ReplaceAllString(why, "KEY")
+		}
+		count[why]++
+	}
+	if len(count) == 0 {
+		return "no reasons known"
+	}
+	reasons := slices.SortedFunc(maps.Keys(count), func(a, b string) int {
+		return cmp.Or(count[b]-count[a], strings.Compare(a, b))
+	})
+	var sb strings.Builder
+	sb.WriteString("reasons:")
+	for i, r := range reasons {
+		if i == 5 {
+			fmt.Fprintf(&sb, "\n  (%d more reasons)", len(reasons)-5)
+			break
+		}
+		fmt.Fprintf(&sb, "\n  %d× %s", count[r], r)
+	}
+	return sb.String()
 }
 
 var _ redis.UniversalClient = (*redis.Client)(nil)
