@@ -2,15 +2,19 @@
 -- so that the restart guard and the counter rules live in one place.
 --
 -- KEYS[1] the lock key; KEYS[2] its fencing counter (no TTL, never
--- decreases); KEYS[3] the node's restart marker (a hash: since, floor), or
--- absent where the node keeps none.
+-- decreases); KEYS[3] its waiters (a hash: waiter -> "waited:at:expires",
+-- microseconds); KEYS[4] the node's restart marker (a hash: since, floor),
+-- or absent where the node keeps none.
 -- ARGV[1] the operation: "acquire", "extend" or "fence"
 -- ARGV[2] the holder's value; ARGV[3] the TTL in milliseconds
 -- ARGV[4] the restart guard in microseconds, "0" when off
 -- ARGV[5] acquire: "1" to advance the counter; extend, fence: the token
 --         ("0" for an unfenced extend)
+-- ARGV[6] acquire: the waiter ("" for none); ARGV[7] how long it waited,
+--         ARGV[8] how long to remember it, ARGV[9] the slack, in microseconds
 -- Returns {ok, counter, guarded}.
 local op, value, ttl, guard, arg = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local waiter = ARGV[6] or ""
 
 -- counter returns the key's counter as a number, or nil.
 local function counter()
@@ -39,6 +43,37 @@ if op == "extend" and v == value then
 	redis.call("PEXPIRE", KEYS[1], ttl)
 	return {1, counter() or 0, 0}
 end
+-- waitersAhead forgets waiters whose time is up, and reports whether
+-- another waiter has waited longer than this one by more than the slack.
+local function waitersAhead(now, waited, slack)
+	local all = redis.call("HGETALL", KEYS[3])
+	local ahead = false
+	for i = 1, #all, 2 do
+		local w, at, exp = string.match(all[i + 1], "^(%d+):(%d+):(%d+)$")
+		if not w or tonumber(exp) <= now then
+			redis.call("HDEL", KEYS[3], all[i])
+		elseif all[i] ~= waiter and tonumber(w) + (now - tonumber(at)) > waited + slack then
+			ahead = true
+		end
+	end
+	return ahead
+end
+
+if op == "acquire" and waiter ~= "" then
+	local t = redis.call("TIME")
+	local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+	local waited, keep = tonumber(ARGV[7]), tonumber(ARGV[8])
+	if v or waitersAhead(now, waited, tonumber(ARGV[9])) then
+		redis.call("HSET", KEYS[3], waiter, string.format("%d:%d:%d", waited, now, now + keep))
+		local ms = math.ceil(keep / 1000)
+		if redis.call("PTTL", KEYS[3]) < ms then
+			redis.call("PEXPIRE", KEYS[3], ms)
+		end
+		return {0, counter() or 0, 0}
+	end
+	redis.call("HDEL", KEYS[3], waiter)
+end
+
 if v then
 	return {0, counter() or 0, 0} -- held by another value
 end
@@ -46,8 +81,8 @@ end
 -- A grant (acquire, or an extend that puts back a missing key): the
 -- restart guard applies, and a missing counter starts at the floor.
 local floor = "0"
-if KEYS[3] then
-	local m = redis.call("HMGET", KEYS[3], "since", "floor")
+if KEYS[4] then
+	local m = redis.call("HMGET", KEYS[4], "since", "floor")
 	if m[1] then
 		floor = m[2]
 		if guard > 0 then
@@ -61,7 +96,7 @@ if KEYS[3] then
 		-- back, and refuse until the guard has passed.
 		local t = redis.call("TIME")
 		local now = t[1] .. string.format("%06d", tonumber(t[2]))
-		redis.call("HSET", KEYS[3], "since", now, "floor", now)
+		redis.call("HSET", KEYS[4], "since", now, "floor", now)
 		return {0, counter() or 0, 1}
 	end
 end

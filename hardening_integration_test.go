@@ -492,7 +492,13 @@ func TestHardening_permanent_errors_are_not_retried(t *testing.T) {
 					t.Errorf("node %d: no *NodeError, want one with %s", i, b.want)
 				}
 				for _, ne := range byNode[i] {
-					if !b.is(ne) || !strings.Contains(ne.Error(), b.want) {
+					// A server that requires a password answers a long
+					// script call (EVALSHA with many arguments) from an
+					// unauthenticated client with "Protocol error:
+					// unauthenticated", not NOAUTH: the same cause.
+					msgOK := strings.Contains(ne.Error(), b.want) ||
+						(b.want == "NOAUTH" && strings.Contains(ne.Error(), "unauthenticated"))
+					if !b.is(ne) || !msgOK {
 						t.Errorf("node %d: %v; want the node's %s error", i, ne, b.want)
 					}
 				}

@@ -53,6 +53,19 @@ type Request struct {
 	// Token is the lock's fencing token: for ExtendFenced, 0 when the lock
 	// is not fenced; for Fence, the value to raise the counter to.
 	Token uint64
+
+	// Waiter, for AcquireFenced, names a Lock call that has been waiting
+	// for the key (the same name on every attempt of the call), "" for
+	// none. Waited is how long it has waited, by its own clock. A node that
+	// keeps waiters remembers each for WaitTTL after its last attempt, and
+	// grants a free key to a waiter only when no other waiter it remembers
+	// has waited longer by more than WaitSlack: the longest waiter goes
+	// first, and a holder that locks again queues behind. A node may ignore
+	// these fields (no fairness, no harm).
+	Waiter    string
+	Waited    time.Duration
+	WaitTTL   time.Duration
+	WaitSlack time.Duration
 }
 
 // Reply is what a Fencer answered.

@@ -68,6 +68,7 @@ type round struct {
 	fencing  bool          // acquire: advance and return the counter
 	guard    time.Duration // the restart guard, when ext
 	token    uint64        // extend: the lock's token; fence: the token to set
+	wait     waiting       // acquire: the waiting Lock call, for the nodes' queue
 }
 
 // flight is what the calls of one round share. One allocation holds it and
@@ -244,6 +245,9 @@ func (f *flight) call(ctx context.Context, i int) (rep reply) {
 	if rd.ext || rd.op == opFence {
 		fn := f.r.fencers[i]
 		req := Request{Key: rd.key, Value: rd.value, TTL: rd.ttl, Guard: rd.guard, Fencing: rd.fencing, Token: rd.token}
+		if rd.op == opAcquire && rd.wait.id != "" {
+			req.Waiter, req.Waited, req.WaitTTL, req.WaitSlack = rd.wait.id, rd.wait.waited, rd.wait.ttl, waitSlack
+		}
 		var res Reply
 		var err error
 		switch rd.op {

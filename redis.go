@@ -231,7 +231,7 @@ func (n *redisNode) fenced(ctx context.Context, op string, req Request, arg stri
 			return Reply{}, permanent{err}
 		}
 	}
-	keys := []string{req.Key, counterKey(req.Key)}
+	keys := []string{req.Key, counterKey(req.Key), waitersKey(req.Key)}
 	if n.standalone {
 		keys = append(keys, markerKey)
 	}
@@ -239,7 +239,8 @@ func (n *redisNode) fenced(ctx context.Context, op string, req Request, arg stri
 	if req.TTL > 0 {
 		ttl = roundUpMs(req.TTL).Milliseconds()
 	}
-	res, err := fencedScript.Run(ctx, n.c, keys, op, req.Value, ttl, req.Guard.Microseconds(), arg).Int64Slice()
+	res, err := fencedScript.Run(ctx, n.c, keys, op, req.Value, ttl, req.Guard.Microseconds(), arg,
+		req.Waiter, req.Waited.Microseconds(), req.WaitTTL.Microseconds(), req.WaitSlack.Microseconds()).Int64Slice()
 	if err != nil {
 		return Reply{}, classify(err)
 	}
@@ -278,16 +279,24 @@ func (n *redisNode) Inspect(ctx context.Context, key string) (KeyState, error) {
 }
 
 // counterKey returns the name of key's fencing counter, in key's hash slot.
-func counterKey(key string) string {
+func counterKey(key string) string { return companionKey(key, "fence") }
+
+// waitersKey returns the name of the hash of key's waiters, in key's hash
+// slot. It has a time to live: it vanishes when nobody waits.
+func waitersKey(key string) string { return companionKey(key, "wait") }
+
+// companionKey returns the name of key's companion of the given kind, in
+// key's hash slot.
+func companionKey(key, kind string) string {
 	if tag, ok := hashTag(key); ok {
-		return "dlock:{" + tag + "}:fence:" + key
+		return "dlock:{" + tag + "}:" + kind + ":" + key
 	}
 	if !strings.ContainsAny(key, "{}") {
-		return "dlock:fence:{" + key + "}"
+		return "dlock:" + kind + ":{" + key + "}"
 	}
 	// A key whose braces make no hash tag, such as "a}b" or "{}x": the
 	// whole key decides its slot, and it cannot be wrapped in braces.
-	return "dlock:{" + slotTag(slotOf(key)) + "}:fence:" + key
+	return "dlock:{" + slotTag(slotOf(key)) + "}:" + kind + ":" + key
 }
 
 // hashTag returns the part of key that Redis Cluster hashes when key has a

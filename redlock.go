@@ -37,7 +37,9 @@ type Redlock struct {
 	nodes     []Node
 	fencers   []Fencer   // nodes[i] as a Fencer, nil where it is not one
 	notifiers []Notifier // nodes[i] as a Notifier, nil where it is not one
-	wake      *wakeHub   // nil when no node announces releases
+	// allFencers: every node implements Fencer, so waiters can queue.
+	allFencers bool
+	wake       *wakeHub // nil when no node announces releases
 
 	builtInBubble bool // New ran in a testing/synctest bubble
 	quorum        int
@@ -132,7 +134,12 @@ func New(nodes []Node, opts ...Option) (*Redlock, error) {
 		notifiers[i], _ = n.(Notifier)
 		anyNotifier = anyNotifier || notifiers[i] != nil
 	}
+	allFencers := true
+	for _, f := range fencers {
+		allFencers = allFencers && f != nil
+	}
 	r := &Redlock{
+		allFencers:  allFencers,
 		nodes:       slices.Clone(nodes),
 		fencers:     fencers,
 		quorum:      len(nodes)/2 + 1,
@@ -313,12 +320,29 @@ func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, r
 	defer func() { w.stop() }()
 	ln := make(lanes, len(r.nodes)) // this lock's call history per node
 	var lastErrs []error            // the node errors of the last attempt that had any
+	callStart := r.clock.Now()
+	var wt waiting
 	for attempt := 1; ; attempt++ {
 		stored, err := r.attemptValue(value)
 		if err != nil {
 			return nil, err
 		}
-		res := r.attempt(ctx, key, stored, p, ln)
+		if r.allFencers {
+			// Queue on the nodes: a free key goes to the call that has
+			// waited longest, so a holder that locks again, or a faster
+			// peer, cannot take it from a waiter. TryLock does not wait,
+			// but does not jump the queue either (it is not remembered).
+			if wt.id == "" {
+				if wt.id, err = r.attemptValue(""); err != nil {
+					return nil, err
+				}
+				if retry {
+					wt.ttl = 2*addSat(cfg.RetryInterval, cfg.RetryJitter) + 2*p.nodeTimeout
+				}
+			}
+			wt.waited = max(0, r.clock.Since(callStart))
+		}
+		res := r.attempt(ctx, key, stored, p, ln, wt)
 		if res.lock != nil {
 			return res.lock, nil
 		}
@@ -413,6 +437,19 @@ func notAcquiredCtx(key string, err error) error {
 	return fmt.Errorf("%w: %s: %w", ErrNotAcquired, quoteKey(key), err)
 }
 
+// waitSlack is how much longer another Lock call must have waited for a
+// node to serve it first: more than the spread of network latencies and of
+// clock rates over a wait, so that nodes agree on who waited longest.
+const waitSlack = 10 * time.Millisecond
+
+// waiting identifies a Lock call that waits for its key, for the nodes'
+// queue (Request.Waiter); the zero value is no waiter.
+type waiting struct {
+	id     string
+	waited time.Duration
+	ttl    time.Duration
+}
+
 // attemptResult is the outcome of one acquire attempt.
 type attemptResult struct {
 	lock    *Lock
@@ -424,9 +461,10 @@ type attemptResult struct {
 
 // attempt makes one acquire round, and with fencing takes the token. On
 // failure it says which nodes to undo.
-func (r *Redlock) attempt(ctx context.Context, key, value string, p params, ln lanes) attemptResult {
+func (r *Redlock) attempt(ctx context.Context, key, value string, p params, ln lanes, wt waiting) attemptResult {
 	start := r.clock.Now()
 	t, sent := r.fanout(ctx, round{
+		wait:    wt,
 		lanes:   ln,
 		callCtx: ctx,
 		decide:  p.nodeTimeout,
@@ -435,7 +473,7 @@ func (r *Redlock) attempt(ctx context.Context, key, value string, p params, ln l
 		key:     p.nodeKey,
 		value:   value,
 		ttl:     p.TTL,
-		ext:     p.ext,
+		ext:     p.ext || wt.id != "",
 		fencing: p.Fencing,
 		guard:   r.guard,
 	})
