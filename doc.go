@@ -128,6 +128,22 @@
 // since 0 floor 0). Choose d at least as long as the largest TTL of the
 // locks on the nodes.
 //
+// # Fairness
+//
+// Every acquire names its Lock call and says how long the call has waited
+// (by the caller's clock: only durations are compared, never readings of
+// different clocks). A node that implements Fencer remembers the waiters of
+// a key for a couple of retry intervals after each of their attempts, and
+// grants a free key only to a waiter that no other has out-waited by more
+// than 10ms. So the longest waiter goes first, on every node alike (their
+// views differ only by network latency, well within the slack); a holder
+// that releases and locks again queues behind the waiters, in the same
+// process or another; and a waiter is served after at most the waiters that
+// were already waiting when it came, each holding once. A waiter that gives
+// up is forgotten a couple of retry intervals later. TryLock does not queue
+// but does not jump the queue either. Nodes that do not implement Fencer,
+// or ignore the waiter fields, give no such order.
+//
 // # Timeouts
 //
 // Each node call is bounded by the node timeout (WithNodeTimeout, default 5%
