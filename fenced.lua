@@ -59,7 +59,9 @@ local function waitersAhead(now, waited, slack)
 	return ahead
 end
 
-if op == "acquire" and waiter ~= "" then
+if op == "acquire" and waiter ~= "" and (v or redis.call("EXISTS", KEYS[3]) == 1) then
+	-- Someone holds the key, or waits for it: queue. (A free key nobody
+	-- waits for is granted below without further ado.)
 	local t = redis.call("TIME")
 	local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 	local waited, keep = tonumber(ARGV[7]), tonumber(ARGV[8])

@@ -484,7 +484,9 @@ func (c *mrCluster) want(t *testing.T, key, value string, ttl time.Duration) {
 
 func TestRedisNode_key_prefix(t *testing.T) {
 	c := newMRCluster(t, 3)
-	r, err := dlock.New(c.nodes(), dlock.WithKeyPrefix("app:locks:"))
+	// miniredis runs the scripts in-process: under the race detector and a
+	// loaded machine a call can outlast a short TTL's derived node timeout.
+	r, err := dlock.New(c.nodes(), dlock.WithKeyPrefix("app:locks:"), dlock.WithNodeTimeout(time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -505,7 +507,7 @@ func TestRedisNode_key_prefix(t *testing.T) {
 	}
 
 	// The same key without the prefix is another lock.
-	plain, err := dlock.New(c.nodes())
+	plain, err := dlock.New(c.nodes(), dlock.WithNodeTimeout(time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -529,7 +531,7 @@ func TestRedisNode_key_prefix(t *testing.T) {
 // A whole lock life over three miniredis servers: Lock, Refresh, Release.
 func TestRedlock_miniredis_Lock_Refresh_Release(t *testing.T) {
 	c := newMRCluster(t, 3)
-	r, err := dlock.New(c.nodes())
+	r, err := dlock.New(c.nodes(), dlock.WithNodeTimeout(time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -606,7 +608,7 @@ func TestRedlock_miniredis_Lock_Refresh_Release(t *testing.T) {
 // by another holder, loses the lock and leaves the new holder's key alone.
 func TestRedlock_miniredis_Refresh_after_expiry_loses_lock(t *testing.T) {
 	c := newMRCluster(t, 3)
-	r, err := dlock.New(c.nodes())
+	r, err := dlock.New(c.nodes(), dlock.WithNodeTimeout(time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
