@@ -159,6 +159,7 @@ func TestLock_fencing_refresh_puts_back_the_token(t *testing.T) {
 		if l.Token() != token {
 			t.Errorf("Token() changed from %d to %d on refresh", token, l.Token())
 		}
+		synctest.Wait() // the refresh returned at a majority; node 0 may still be answering
 		if v, ok := ms[0].Get("k"); !ok || v != l.Value() {
 			t.Errorf("node 0 holds %q, %v after the refresh; want the lock's value", v, ok)
 		}
