@@ -32,51 +32,10 @@ type MemoryNode struct {
 
 	mu       sync.Mutex
 	keys     map[string]entry
-	counters map[string]uint64            // fencing counters: no TTL, kept on release
-	marker   *marker                      // the restart marker; nil when the node has none
-	fault    error                        // returned by every call while non-nil
-	waiters  map[string]map[string]waiter // by key, by Request.Waiter
-}
-
-// waiter is a Lock call waiting for a key (dlock.Request.Waiter): how long
-// it had waited at its last attempt, when that was, and when to forget it.
-type waiter struct {
-	waited  time.Duration
-	at, exp time.Time
-}
-
-// queue applies the waiters rule of dlock.Request to an AcquireFenced at
-// now: it forgets waiters whose time is up, and reports whether req must
-// wait, because the key is held or another waiter has waited longer than
-// req by more than req.WaitSlack; it then records req as a waiter. A
-// waiter that may go ahead is forgotten. n.mu is held.
-func (n *MemoryNode) queue(now time.Time, req dlock.Request, held bool) bool {
-	if req.Waiter == "" {
-		return false
-	}
-	ws := n.waiters[req.Key]
-	ahead := false
-	for id, w := range ws {
-		switch {
-		case !now.Before(w.exp):
-			delete(ws, id)
-		case id != req.Waiter && w.waited+now.Sub(w.at) > req.Waited+req.WaitSlack:
-			ahead = true
-		}
-	}
-	if !held && !ahead {
-		delete(ws, req.Waiter)
-		return false
-	}
-	if ws == nil {
-		if n.waiters == nil {
-			n.waiters = map[string]map[string]waiter{}
-		}
-		ws = map[string]waiter{}
-		n.waiters[req.Key] = ws
-	}
-	ws[req.Waiter] = waiter{waited: req.Waited, at: now, exp: now.Add(req.WaitTTL)}
-	return true
+	counters map[string]uint64 // fencing counters: no TTL, kept on release
+	marker   *marker           // the restart marker; nil when the node has none
+	fault    error             // returned by every call while non-nil
+	waiters  Waiters           // Lock calls waiting for keys
 }
 
 // entry is one key's value and the instant, by the node's clock, at which it
@@ -176,7 +135,7 @@ func (n *MemoryNode) AcquireFenced(ctx context.Context, req dlock.Request) (dloc
 		return dlock.Reply{}, err
 	}
 	_, held := n.live(now, req.Key)
-	if n.queue(now, req, held) {
+	if n.waiters.Wait(now, req, held) {
 		return dlock.Reply{Counter: n.counters[req.Key]}, nil
 	}
 	if n.guarded(now, req.Guard) {
@@ -289,7 +248,7 @@ func (n *MemoryNode) Wipe() {
 	defer n.mu.Unlock()
 	clear(n.keys)
 	clear(n.counters)
-	clear(n.waiters)
+	n.waiters.Clear()
 	n.marker = nil
 }
 

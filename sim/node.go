@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/charconstpointer/dlock"
+	"github.com/charconstpointer/dlock/dlocktest"
 )
 
 // op is one kind of node operation.
@@ -75,50 +76,9 @@ type node struct {
 	up       bool
 	crashes  int // how many times it crashed: its connections from before a crash are reset
 	store    map[string]entry
-	counters map[string]uint64            // fencing counters: no TTL, kept across expiry and release
-	marker   *marker                      // nil while the node has none
-	waiters  map[string]map[string]waiter // Lock calls waiting, by key and Request.Waiter
-}
-
-// waiter is a Lock call waiting for a key: how long it had waited at its
-// last attempt, when that was and when to forget it, by the node's clock.
-type waiter struct {
-	waited  time.Duration
-	at, exp time.Time
-}
-
-// queue applies the waiters rule of dlock.Request to an AcquireFenced at
-// node time now: it forgets waiters whose time is up, and reports whether
-// req must wait (the key is held, or another waiter has waited longer by
-// more than req.WaitSlack), recording req as a waiter then; a waiter that
-// may go ahead is forgotten. n.mu is held.
-func (n *node) queue(now time.Time, req dlock.Request, held bool) bool {
-	if req.Waiter == "" {
-		return false
-	}
-	ws := n.waiters[req.Key]
-	ahead := false
-	for id, w := range ws {
-		switch {
-		case !now.Before(w.exp):
-			delete(ws, id)
-		case id != req.Waiter && w.waited+now.Sub(w.at) > req.Waited+req.WaitSlack:
-			ahead = true
-		}
-	}
-	if !held && !ahead {
-		delete(ws, req.Waiter)
-		return false
-	}
-	if ws == nil {
-		if n.waiters == nil {
-			n.waiters = map[string]map[string]waiter{}
-		}
-		ws = map[string]waiter{}
-		n.waiters[req.Key] = ws
-	}
-	ws[req.Waiter] = waiter{waited: req.Waited, at: now, exp: now.Add(req.WaitTTL)}
-	return true
+	counters map[string]uint64 // fencing counters: no TTL, kept across expiry and release
+	marker   *marker           // nil while the node has none
+	waiters  dlocktest.Waiters // Lock calls waiting for keys
 }
 
 // now is the node clock's reading at true instant t; n.mu is held.
@@ -216,7 +176,7 @@ func (n *node) apply(t time.Time, o op, req dlock.Request) (rep dlock.Reply, wha
 	rep.Counter = n.counters[key]
 	switch o {
 	case opAcquireFenced:
-		if n.queue(n.now(t), req, held) && !held {
+		if n.waiters.Wait(n.now(t), req, held) && !held {
 			return rep, fmt.Sprintf("refused: another waiter waited longer, counter %d", rep.Counter), nil
 		}
 		switch {
@@ -305,7 +265,7 @@ func (n *node) crash() string {
 	lost := len(n.store)
 	n.store = map[string]entry{}
 	n.counters = map[string]uint64{}
-	n.waiters = nil
+	n.waiters.Clear()
 	n.marker = nil
 	return fmt.Sprintf("crash n%d (memory lost, %d key(s))", n.id, lost)
 }
