@@ -257,9 +257,7 @@ func (l *Lock) refreshLocked(ctx context.Context) error {
 	l.logLost("refresh failed")
 	// The lock is gone: undo what it still holds, including keys this
 	// round put back, so that they do not block others until their TTL.
-	rd := r.releaseRound(ctx, p, l.value, l.lanes, nil)
-	rd.announce = true
-	r.start(rd)
+	r.start(l.releaseRound(ctx))
 	return t.join(head)
 }
 
@@ -353,6 +351,14 @@ func (l *Lock) endLocked() {
 	}
 }
 
+// releaseRound returns the round that releases the lock on every node,
+// announced to waiters (it was held); the lock's op turn is held.
+func (l *Lock) releaseRound(ctx context.Context) round {
+	rd := l.r.releaseRound(ctx, l.p, l.value, l.lanes, nil)
+	rd.announce = true
+	return rd
+}
+
 // Release releases the lock with context.Background(); see ReleaseContext.
 func (l *Lock) Release() error { return l.ReleaseContext(context.Background()) }
 
@@ -372,7 +378,7 @@ func (l *Lock) ReleaseContext(ctx context.Context) error {
 	if ctx == nil {
 		return invalid("ctx", "nil", "must not be nil")
 	}
-	r, p := l.r, l.p
+	r := l.r
 	l.mu.Lock()
 	prev := l.state
 	if prev == released {
@@ -395,9 +401,7 @@ func (l *Lock) ReleaseContext(ctx context.Context) error {
 	if err := l.beginOp(ctx); err != nil {
 		go func() {
 			l.opSem <- struct{}{}
-			rd := r.releaseRound(ctx, p, l.value, l.lanes, nil)
-			rd.announce = true
-			r.start(rd)
+			r.start(l.releaseRound(ctx))
 			l.endOp()
 		}()
 		return fmt.Errorf("dlock: release %s: %w (the release is sent in the background)", quoteKey(l.key), err)
@@ -406,9 +410,7 @@ func (l *Lock) ReleaseContext(ctx context.Context) error {
 	if refreshDone != nil {
 		<-refreshDone // cancelled, and not in a round: it returns at once
 	}
-	rd := r.releaseRound(ctx, p, l.value, l.lanes, nil)
-	rd.announce = true
-	t, _ := r.fanout(ctx, rd)
+	t, _ := r.fanout(ctx, l.releaseRound(ctx))
 	switch {
 	case t.ctxErr != nil:
 		return fmt.Errorf("dlock: release %s: %w", quoteKey(l.key), t.ctxErr)

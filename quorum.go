@@ -74,15 +74,14 @@ type round struct {
 // flight is what the calls of one round share. One allocation holds it and
 // every call's lane entry, to keep the cost of a round low.
 type flight struct {
-	r        *Redlock
-	rd       round
-	ctx      context.Context // the calls' context: callCtx with the budget as deadline
-	cancel   context.CancelFunc
-	running  atomic.Int32 // calls not yet returned; the last cancels ctx
-	replies  chan reply   // buffered: a reply nobody reads never blocks
-	sent     []bool       // which nodes the call was sent to
-	answered []bool       // which nodes' replies fanout has counted
-	calls    []call
+	r       *Redlock
+	rd      round
+	ctx     context.Context // the calls' context: callCtx with the budget as deadline
+	cancel  context.CancelFunc
+	running atomic.Int32 // calls not yet returned; the last cancels ctx
+	replies chan reply   // buffered: a reply nobody reads never blocks
+	sent    []bool       // which nodes the call was sent to
+	calls   []call
 }
 
 // start launches rd's operation on the nodes, one call per node handed to a
@@ -92,8 +91,7 @@ type flight struct {
 func (r *Redlock) start(rd round) *flight {
 	n := len(r.nodes)
 	f := &flight{r: r, rd: rd, replies: make(chan reply, n)}
-	flags := make([]bool, 2*n)
-	f.sent, f.answered = flags[:n:n], flags[n:]
+	f.sent = make([]bool, n)
 	count := 0
 	now := r.clock.Now()
 	for i := range n {
@@ -312,7 +310,6 @@ func (r *Redlock) fanout(ctx context.Context, rd round) (tally, []bool) {
 		}
 	}
 	count := func(rep reply) {
-		f.answered[rep.node] = true
 		t.add(rep)
 		if rep.err != nil && !isNotSent(rep.err) { // a real error of the node, not ours
 			rd.lanes[rep.node].lastErr = rep.err
@@ -345,8 +342,8 @@ func (r *Redlock) fanout(ctx context.Context, rd round) (tally, []bool) {
 				drained = true
 			}
 		}
-		for i, a := range f.answered {
-			if !a && !t.seen[i] {
+		for i := range t.seen {
+			if !t.seen[i] {
 				err := &nodeTimeout{after: rd.decide}
 				t.add(reply{node: i, err: err})
 				rd.lanes[i].lastErr = err
@@ -366,7 +363,6 @@ func (t *tally) addUnanswered(f *flight, err error) {
 	for i, s := range f.sent {
 		if s && !t.seen[i] {
 			t.add(reply{node: i, err: err})
-			t.seen[i] = false // still running: its outcome is unknown
 		}
 	}
 }
