@@ -11,6 +11,10 @@ import "time"
 type lane struct {
 	last *call // the last call queued here (nil: none)
 	prev *call // the call before it
+	// value is the value of the last acquire, extend or fence sent on this
+	// lane: a release of any other value has nothing to delete on the node,
+	// which no call with that value ever reached.
+	value string
 	// lastErr is the last error the lock's owner saw from this node, to
 	// report when a call cannot be sent.
 	lastErr error

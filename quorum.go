@@ -107,6 +107,11 @@ func (r *Redlock) start(rd round) *flight {
 			f.replies <- reply{node: i, err: b}
 		case rd.op == opAcquire && r.inflight[i].Load() >= r.maxInFlight[i]:
 			f.replies <- reply{node: i, err: &boundError{bound: r.maxInFlight[i], last: ln.lastErr}}
+		case rd.op == opRelease && ln.value != rd.value:
+			// No call with this value was sent to the node (the acquire was
+			// not sent, say at the in-flight bound): it does not hold the
+			// key, and a node that does not answer gets no call to pile up.
+			f.replies <- reply{node: i}
 		default:
 			f.sent[i] = true
 			r.inflight[i].Add(1)
@@ -128,6 +133,9 @@ func (r *Redlock) start(rd round) *flight {
 		c.done, c.op, c.sentAt, c.lastErr = make(chan struct{}), rd.op, now, ln.lastErr
 		prev := ln.last
 		ln.prev, ln.last = ln.last, c
+		if rd.op != opRelease {
+			ln.value = rd.value
+		}
 		f.r.dispatch(task{f: f, i: i, prev: prev})
 	}
 	return f
