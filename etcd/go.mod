@@ -6,7 +6,6 @@ require (
 	github.com/charconstpointer/dlock v0.0.0
 	go.etcd.io/etcd/api/v3 v3.5.35
 	go.etcd.io/etcd/client/v3 v3.5.35
-	go.uber.org/goleak v1.3.0
 	go.uber.org/zap v1.17.0
 )
 
@@ -20,6 +19,7 @@ require (
 	github.com/redis/go-redis/v9 v9.23.0 // indirect
 	go.etcd.io/etcd/client/pkg/v3 v3.5.35 // indirect
 	go.uber.org/atomic v1.12.0 // indirect
+	go.uber.org/goleak v1.3.0 // indirect
 	go.uber.org/multierr v1.6.0 // indirect
 	golang.org/x/net v0.61.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect

@@ -211,6 +211,21 @@ func rangeAt(resp *clientv3.TxnResponse, i int) *clientv3.GetResponse {
 	return (*clientv3.GetResponse)(r)
 }
 
+// read reads key's lock key and counter key in one transaction: kv is the
+// lock key (nil when it is not set), cnt the counter. op names the calling
+// operation in the error of a failed request.
+func (n *Node) read(ctx context.Context, op, key string) (kv *mvccpb.KeyValue, cnt counter, err error) {
+	resp, err := n.c.Txn(ctx).Then(clientv3.OpGet(n.lockKey(key)), clientv3.OpGet(n.counterKey(key))).Commit()
+	if err != nil {
+		return nil, counter{}, fmt.Errorf("dlock/etcd: %s: %w", op, err)
+	}
+	cnt, err = readCounter(rangeAt(resp, 1))
+	if err != nil {
+		return nil, counter{}, err
+	}
+	return first(rangeAt(resp, 0)), cnt, nil
+}
+
 // Acquire implements dlock.Node: it grants a lease of ttl rounded up to whole
 // seconds and, in one transaction, puts key = value on it only if key's
 // create revision is 0 (key not set). A refusal revokes the lease.
@@ -318,17 +333,12 @@ func (n *Node) ExtendFenced(ctx context.Context, req dlock.Request) (dlock.Reply
 	if err := checkToken(req.Token); err != nil {
 		return dlock.Reply{}, err
 	}
-	k, c := n.lockKey(req.Key), n.counterKey(req.Key)
+	k := n.lockKey(req.Key)
 	for range maxRetries {
-		resp, err := n.c.Txn(ctx).Then(clientv3.OpGet(k), clientv3.OpGet(c)).Commit()
-		if err != nil {
-			return dlock.Reply{}, fmt.Errorf("dlock/etcd: extend: %w", err)
-		}
-		cnt, err := readCounter(rangeAt(resp, 1))
+		kv, cnt, err := n.read(ctx, "extend", req.Key)
 		if err != nil {
 			return dlock.Reply{}, err
 		}
-		kv := first(rangeAt(resp, 0))
 		switch {
 		case kv != nil && string(kv.Value) != req.Value:
 			return dlock.Reply{Counter: cnt.value()}, nil
@@ -456,22 +466,17 @@ func (n *Node) Fence(ctx context.Context, req dlock.Request) (dlock.Reply, error
 	}
 	k, c := n.lockKey(req.Key), n.counterKey(req.Key)
 	for range maxRetries {
-		resp, err := n.c.Txn(ctx).Then(clientv3.OpGet(k), clientv3.OpGet(c)).Commit()
-		if err != nil {
-			return dlock.Reply{}, fmt.Errorf("dlock/etcd: fence: %w", err)
-		}
-		cnt, err := readCounter(rangeAt(resp, 1))
+		kv, cnt, err := n.read(ctx, "fence", req.Key)
 		if err != nil {
 			return dlock.Reply{}, err
 		}
-		kv := first(rangeAt(resp, 0))
 		if kv == nil || string(kv.Value) != req.Value {
 			return dlock.Reply{Counter: cnt.value()}, nil
 		}
 		if cnt.value() >= req.Token {
 			return dlock.Reply{OK: cnt.value() == req.Token, Counter: cnt.value()}, nil
 		}
-		resp, err = n.c.Txn(ctx).
+		resp, err := n.c.Txn(ctx).
 			If(clientv3.Compare(clientv3.Value(k), "=", req.Value),
 				clientv3.Compare(clientv3.Version(c), "=", cnt.version)).
 			Then(clientv3.OpPut(c, cnt.baseFor(req.Token))).
@@ -492,17 +497,11 @@ func (n *Node) Fence(ctx context.Context, req dlock.Request) (dlock.Reply, error
 // reports it, rounded down (the key expires in under TTL+1s); a key without
 // a lease (not written by a Node) reports a TTL of 0.
 func (n *Node) Inspect(ctx context.Context, key string) (dlock.KeyState, error) {
-	k, c := n.lockKey(key), n.counterKey(key)
-	resp, err := n.c.Txn(ctx).Then(clientv3.OpGet(k), clientv3.OpGet(c)).Commit()
-	if err != nil {
-		return dlock.KeyState{}, fmt.Errorf("dlock/etcd: inspect: %w", err)
-	}
-	cnt, err := readCounter(rangeAt(resp, 1))
+	kv, cnt, err := n.read(ctx, "inspect", key)
 	if err != nil {
 		return dlock.KeyState{}, err
 	}
 	st := dlock.KeyState{Counter: cnt.value(), HasCounter: cnt.version > 0}
-	kv := first(rangeAt(resp, 0))
 	if kv == nil {
 		return st, nil
 	}

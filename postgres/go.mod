@@ -5,7 +5,6 @@ go 1.26.0
 require (
 	github.com/charconstpointer/dlock v0.0.0
 	github.com/jackc/pgx/v5 v5.13.0
-	go.uber.org/goleak v1.3.0
 )
 
 require (
@@ -16,6 +15,7 @@ require (
 	github.com/jackc/puddle/v2 v2.2.3 // indirect
 	github.com/redis/go-redis/v9 v9.23.0 // indirect
 	go.uber.org/atomic v1.12.0 // indirect
+	go.uber.org/goleak v1.3.0 // indirect
 	golang.org/x/sync v0.22.0 // indirect
 	golang.org/x/sys v0.48.0 // indirect
 	golang.org/x/text v0.41.0 // indirect

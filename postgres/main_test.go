@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/charconstpointer/dlock/internal/leaktest"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"go.uber.org/goleak"
 )
 
 // Tests that need PostgreSQL read the servers' URLs from DLOCK_POSTGRES_URLS
@@ -24,21 +24,7 @@ import (
 // Redlock's calls may finish in the background after Lock or Release
 // returned, and a node's worker goroutine exits 50ms after its last call, so
 // leaks are looked for until none remain or 15 seconds have passed.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		err := goleak.Find()
-		for deadline := time.Now().Add(15 * time.Second); err != nil && time.Now().Before(deadline); {
-			time.Sleep(50 * time.Millisecond)
-			err = goleak.Find()
-		}
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: goroutines left after the tests: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { leaktest.VerifyTestMain(m, 15*time.Second) }
 
 // serverURLs returns the configured servers' URLs; it skips the test when
 // fewer than n are configured, or fails it when DLOCK_REQUIRE_POSTGRES=1.

@@ -24,34 +24,11 @@
 # (default: etcd from PATH).
 set -euo pipefail
 
-prog=${0##*/}
-
-die() {
-	echo "$prog: $*" >&2
-	exit 1
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
 	echo "usage: $prog start <dir> | stop <dir>" >&2
 	exit 2
-}
-
-# running PID [COMM]: true while PID is a running (not zombie) process, whose
-# name starts with COMM when given. The server outlives this script and is
-# reparented to PID 1, which in a container may never reap it, so a zombie
-# counts as gone.
-running() {
-	local pid=$1 want=${2:-} comm state
-	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	if [[ -d /proc ]] && [[ -r /proc/self/stat ]]; then
-		[[ -r /proc/$pid/stat ]] || return 1
-		comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
-		[[ $comm == "$want"* ]] || return 1 # pid reused by something else
-		state=$(sed -E 's/^.*\) ([A-Za-z]).*$/\1/' "/proc/$pid/stat" 2>/dev/null) || return 1
-		[[ $state != Z && $state != X ]]
-	else
-		kill -0 "$pid" 2>/dev/null
-	fi
 }
 
 # alive PID: true while PID is a running etcd process.
@@ -71,35 +48,10 @@ ensure_etcd() {
 		return 0
 	fi
 	echo "$prog: etcd not found; installing etcd-server with apt-get" >&2
-	local sudo=()
-	if [[ $(id -u) != 0 ]]; then
-		command -v sudo >/dev/null || die "etcd is missing and not root (no sudo) to install it"
-		sudo=(sudo)
-	fi
-	# Keep the package's own service from starting: we run our own server.
-	local policy=/usr/sbin/policy-rc.d made_policy=0
-	if [[ ! -e $policy ]]; then
-		printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
-		"${sudo[@]}" chmod +x "$policy"
-		made_policy=1
-	fi
-	local rc=0
-	{
-		"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-			"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
-	} || rc=$?
-	if ((made_policy)); then
-		"${sudo[@]}" rm -f "$policy"
-	fi
-	((rc == 0)) || die "apt-get install etcd-server failed (exit $rc)"
+	apt_install etcd etcd-server
 	etcd_bin=$(command -v etcd || true)
 	[[ -z $etcd_bin && -x /usr/bin/etcd ]] && etcd_bin=/usr/bin/etcd
 	[[ -n $etcd_bin ]] || die "etcd still missing after apt-get install etcd-server"
-}
-
-# port_in_use PORT: true when something accepts connections on 127.0.0.1:PORT.
-port_in_use() {
-	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
 # healthy PORT: true when the etcd on 127.0.0.1:PORT answers /health with
@@ -124,8 +76,8 @@ start_server() {
 	rm -rf "$dir/data" "$pidf"
 	mkdir -p "$dir/data"
 	chmod 700 "$dir/data"
-	local off=0
-	[[ -e $logf ]] && off=$(wc -c <"$logf")
+	local off
+	off=$(log_size "$logf")
 	# setsid: a session of its own, so that a ^C to the caller's terminal
 	# does not reach the server; stop ends it. This shell has no job
 	# control, so the background job is no group leader and setsid execs
@@ -151,7 +103,7 @@ start_server() {
 		# Answered, and our server's log says it serves that port (a
 		# stranger on the client port would have made it exit on bind).
 		if healthy "$cport" && alive "$pid" &&
-			tail -c +"$((off + 1))" "$logf" 2>/dev/null |
+			log_since "$logf" "$off" |
 			grep -F '"msg":"serving client' | grep -qF "\"address\":\"127.0.0.1:$cport\""; then
 			echo "http://127.0.0.1:$cport" >"$dir/endpoints"
 			return 0
@@ -167,9 +119,9 @@ start_server() {
 			n=$((n + 1))
 		done
 	fi
-	if ! tail -c +"$((off + 1))" "$logf" 2>/dev/null | grep -q 'address already in use'; then
+	if ! log_since "$logf" "$off" | grep -q 'address already in use'; then
 		echo "$prog: etcd did not come up on ports $cport/$pport; last log lines:" >&2
-		tail -c +"$((off + 1))" "$logf" 2>/dev/null | tail -n 5 >&2 || true
+		log_since "$logf" "$off" | tail -n 5 >&2 || true
 	fi
 	rm -f "$pidf"
 	rm -rf "$dir/data"
@@ -195,11 +147,9 @@ cmd_start() {
 	while :; do
 		attempts=$((attempts + 1))
 		((attempts <= 20)) || die "could not start etcd after 20 attempts; see $dir/etcd.log"
-		cport=$((lo + (RANDOM * 32768 + RANDOM) % (hi - lo + 1)))
-		pport=$((lo + (RANDOM * 32768 + RANDOM) % (hi - lo + 1)))
+		pick_port cport "$lo" "$hi" || continue
+		pick_port pport "$lo" "$hi" || continue
 		((cport != pport)) || continue
-		port_in_use "$cport" && continue
-		port_in_use "$pport" && continue
 		start_server "$cport" "$pport" && break
 	done
 	cat "$dir/endpoints"
@@ -213,33 +163,10 @@ cmd_stop() {
 	if [[ -e $d/etcd.pid ]]; then
 		pid=$(<"$d/etcd.pid") || pid=""
 	fi
-	if [[ -n $pid ]] && alive "$pid"; then
-		kill -TERM "$pid" 2>/dev/null || true
-		# Wait up to ~10s for a clean exit, then force it.
-		local tries=0
-		while alive "$pid"; do
-			if ((tries == 200)); then
-				kill -KILL "$pid" 2>/dev/null || true
-			elif ((tries > 300)); then
-				die "could not stop etcd pid $pid"
-			fi
-			sleep 0.05
-			tries=$((tries + 1))
-		done
-	fi
+	# Wait up to ~10s for a clean exit, then force it.
+	stop_pids etcd "TERM KILL" ${pid:+"$pid"}
 	rm -rf "$d/data"
 	rm -f "$d/etcd.pid" "$d/endpoints"
 }
 
-(($# >= 1)) || usage
-case $1 in
-start)
-	shift
-	cmd_start "$@"
-	;;
-stop)
-	shift
-	cmd_stop "$@"
-	;;
-*) usage ;;
-esac
+dispatch "$@"

@@ -25,33 +25,16 @@
 # ephemeral range).
 set -euo pipefail
 
-prog=${0##*/}
-
-die() {
-	echo "$prog: $*" >&2
-	exit 1
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
 	echo "usage: $prog start <count> <dir> | stop <dir>" >&2
 	exit 2
 }
 
-# alive PID: true while PID is a running (not zombie) postgres process. A
-# daemonized postmaster is reparented to PID 1, which in a container may
-# never reap it, so a zombie counts as gone.
+# alive PID: true while PID is a running (not zombie) postgres process.
 alive() {
-	local pid=$1 comm state
-	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	if [[ -r /proc/self/stat ]]; then
-		[[ -r /proc/$pid/stat ]] || return 1
-		comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
-		[[ $comm == postgres* ]] || return 1 # pid reused by something else
-		state=$(sed -E 's/^.*\) ([A-Za-z]).*$/\1/' "/proc/$pid/stat" 2>/dev/null) || return 1
-		[[ $state != Z && $state != X ]]
-	else
-		kill -0 "$pid" 2>/dev/null
-	fi
+	running "$1" postgres
 }
 
 # find_bindir prints the directory holding initdb, pg_ctl and postgres.
@@ -80,19 +63,7 @@ ensure_postgres() {
 	fi
 	echo "$prog: PostgreSQL server binaries not found; installing postgresql with apt-get" >&2
 	[[ $(id -u) == 0 ]] || die "PostgreSQL is missing and not root to install it"
-	# Keep the package's own service from starting: we run our own servers.
-	local policy=/usr/sbin/policy-rc.d made_policy=0 rc=0
-	if [[ ! -e $policy ]]; then
-		printf '#!/bin/sh\nexit 101\n' >"$policy"
-		chmod +x "$policy"
-		made_policy=1
-	fi
-	{
-		DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-	} || rc=$?
-	((made_policy)) && rm -f "$policy"
-	((rc == 0)) || die "apt-get install postgresql failed (exit $rc)"
+	apt_install PostgreSQL postgresql
 	bindir=$(find_bindir) || die "initdb, pg_ctl or postgres still missing after apt-get install postgresql"
 }
 
@@ -115,11 +86,6 @@ ensure_owner() {
 		useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$owner" ||
 			id -u "$owner" >/dev/null 2>&1 || die "useradd $owner failed"
 	fi
-}
-
-# port_in_use PORT: true when something accepts connections on 127.0.0.1:PORT.
-port_in_use() {
-	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
 # postmaster_pid I: the pid of server I from its pid file, if any.
@@ -207,8 +173,7 @@ cmd_start() {
 					cmd_stop "$dir" >/dev/null 2>&1 || true
 					die "gave up after 20 attempts"
 				fi
-				port=$((lo + (RANDOM * 32768 + RANDOM) % (hi - lo + 1)))
-				port_in_use "$port" && continue
+				pick_port port "$lo" "$hi" || continue
 				start_server "$i" "$port" && break
 			done
 		fi
@@ -229,41 +194,12 @@ cmd_stop() {
 	for f in "$dir"/pg*/data/postmaster.pid; do
 		[[ -e $f ]] || continue
 		pid=$(head -n 1 "$f") || continue
-		if alive "$pid"; then
-			kill -INT "$pid" 2>/dev/null || true # fast shutdown
-			pids+=("$pid")
-		fi
+		pids+=("$pid")
 	done
-	# Wait up to ~10s for a clean exit, then force it.
-	local tries=0 left
-	while :; do
-		left=()
-		for pid in ${pids[@]+"${pids[@]}"}; do
-			alive "$pid" && left+=("$pid")
-		done
-		((${#left[@]} == 0)) && break
-		if ((tries == 200)); then
-			kill -QUIT "${left[@]}" 2>/dev/null || true # immediate shutdown
-		elif ((tries == 300)); then
-			kill -KILL "${left[@]}" 2>/dev/null || true
-		elif ((tries > 400)); then
-			die "could not stop postgres pids: ${left[*]}"
-		fi
-		sleep 0.05
-		tries=$((tries + 1))
-	done
+	# A fast shutdown (INT); after ~10s an immediate one (QUIT); ~5s later,
+	# force it.
+	stop_pids postgres "INT QUIT KILL" ${pids[@]+"${pids[@]}"}
 	rm -f "$dir/urls"
 }
 
-(($# >= 1)) || usage
-case $1 in
-start)
-	shift
-	cmd_start "$@"
-	;;
-stop)
-	shift
-	cmd_stop "$@"
-	;;
-*) usage ;;
-esac
+dispatch "$@"

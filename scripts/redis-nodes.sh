@@ -14,12 +14,7 @@
 # (default 20000-32000, below Linux's usual ephemeral range).
 set -euo pipefail
 
-prog=${0##*/}
-
-die() {
-	echo "$prog: $*" >&2
-	exit 1
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
 	echo "usage: $prog start <count> <dir> | stop <dir>" >&2
@@ -27,20 +22,8 @@ usage() {
 }
 
 # alive PID: true while PID is a running (not zombie) redis-server process.
-# Daemonized nodes are reparented to PID 1, which in a container may never
-# reap them, so a zombie counts as gone.
 alive() {
-	local pid=$1 comm state
-	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	if [[ -d /proc ]] && [[ -r /proc/self/stat ]]; then
-		[[ -r /proc/$pid/stat ]] || return 1
-		comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
-		[[ $comm == redis-server* ]] || return 1 # pid reused by something else
-		state=$(sed -E 's/^.*\) ([A-Za-z]).*$/\1/' "/proc/$pid/stat" 2>/dev/null) || return 1
-		[[ $state != Z && $state != X ]]
-	else
-		kill -0 "$pid" 2>/dev/null
-	fi
+	running "$1" redis-server
 }
 
 ensure_redis() {
@@ -48,34 +31,9 @@ ensure_redis() {
 		return 0
 	fi
 	echo "$prog: redis-server not found; installing it with apt-get" >&2
-	local sudo=()
-	if [[ $(id -u) != 0 ]]; then
-		command -v sudo >/dev/null || die "redis-server is missing and not root (no sudo) to install it"
-		sudo=(sudo)
-	fi
-	# Keep the package's own service from starting: we run our own nodes.
-	local policy=/usr/sbin/policy-rc.d made_policy=0
-	if [[ ! -e $policy ]]; then
-		printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
-		"${sudo[@]}" chmod +x "$policy"
-		made_policy=1
-	fi
-	local rc=0
-	{
-		"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-			"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-	} || rc=$?
-	if ((made_policy)); then
-		"${sudo[@]}" rm -f "$policy"
-	fi
-	((rc == 0)) || die "apt-get install redis-server failed (exit $rc)"
+	apt_install redis-server redis-server
 	command -v redis-server >/dev/null && command -v redis-cli >/dev/null ||
 		die "redis-server or redis-cli still missing after apt-get install"
-}
-
-# port_in_use PORT: true when something accepts connections on 127.0.0.1:PORT.
-port_in_use() {
-	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
 # start_node I PORT: starts node I on PORT and waits until it answers; fails
@@ -84,8 +42,8 @@ start_node() {
 	local i=$1 port=$2
 	local pidf="$dir/node$i.pid" logf="$dir/node$i.log"
 	rm -f "$pidf"
-	local off=0
-	[[ -e $logf ]] && off=$(wc -c <"$logf")
+	local off
+	off=$(log_size "$logf")
 	# redis-server writes its pid file only after it has bound the port, so
 	# a pid file means this process owns the port.
 	redis-server --port "$port" --bind 127.0.0.1 \
@@ -106,7 +64,7 @@ start_node() {
 					return 0
 				fi
 			fi
-		elif [[ -n $pid ]] || tail -c +"$((off + 1))" "$logf" 2>/dev/null |
+		elif [[ -n $pid ]] || log_since "$logf" "$off" |
 			grep -qiE 'Address already in use|Could not create server TCP'; then
 			# Port taken (the log is shared by all attempts: read only ours).
 			break
@@ -153,8 +111,7 @@ cmd_start() {
 				cmd_stop "$dir" >/dev/null 2>&1 || true
 				die "gave up after 50 attempts"
 			fi
-			port=$((lo + (RANDOM * 32768 + RANDOM) % (hi - lo + 1)))
-			port_in_use "$port" && continue
+			pick_port port "$lo" "$hi" || continue
 			start_node "$i" "$port" && break
 		done
 		addrs+=("127.0.0.1:$port")
@@ -173,39 +130,11 @@ cmd_stop() {
 	for f in "$d"/node*.pid; do
 		[[ -e $f ]] || continue
 		pid=$(<"$f") || continue
-		if alive "$pid"; then
-			kill -TERM "$pid" 2>/dev/null || true
-			pids+=("$pid")
-		fi
+		pids+=("$pid")
 	done
 	# Wait up to ~10s for a clean exit, then force it.
-	local tries=0 left
-	while :; do
-		left=()
-		for pid in ${pids[@]+"${pids[@]}"}; do
-			alive "$pid" && left+=("$pid")
-		done
-		((${#left[@]} == 0)) && break
-		if ((tries == 200)); then
-			kill -KILL "${left[@]}" 2>/dev/null || true
-		elif ((tries > 300)); then
-			die "could not stop redis-server pids: ${left[*]}"
-		fi
-		sleep 0.05
-		tries=$((tries + 1))
-	done
+	stop_pids redis-server "TERM KILL" ${pids[@]+"${pids[@]}"}
 	rm -f "$d"/node*.pid "$d"/node*.port "$d"/node*.rdb "$d/addrs"
 }
 
-(($# >= 1)) || usage
-case $1 in
-start)
-	shift
-	cmd_start "$@"
-	;;
-stop)
-	shift
-	cmd_stop "$@"
-	;;
-*) usage ;;
-esac
+dispatch "$@"
