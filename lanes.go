@@ -15,6 +15,10 @@ type lane struct {
 	// lane: a release of any other value has nothing to delete on the node,
 	// which no call with that value ever reached.
 	value string
+	// queued reports that an acquire naming the lock's waiter
+	// (Request.Waiter) was sent on this lane since the node last forgot
+	// the waiter (by granting it the key, or by Leave).
+	queued bool
 	// lastErr is the last error the lock's owner saw from this node, to
 	// report when a call cannot be sent.
 	lastErr error

@@ -161,3 +161,15 @@ type Notifier interface {
 	// block; WatchReleases calls it from one goroutine.
 	WatchReleases(ctx context.Context, released func(key string)) error
 }
+
+// Queue is the optional capability of a Fencer that keeps the waiters named
+// by Request.Waiter. A Lock call that got its key, or gave up, leaves the
+// queue of every node that may still remember it and did not forget it by
+// granting it the key: a waiter that no longer waits would otherwise keep
+// others from the key until its WaitTTL ran out.
+type Queue interface {
+	// Leave forgets req.Waiter as a waiter for req.Key (the other fields
+	// are unused). Forgetting a waiter the node does not remember is not
+	// an error.
+	Leave(ctx context.Context, req Request) error
+}

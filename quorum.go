@@ -16,6 +16,7 @@ const (
 	opExtend
 	opFence
 	opRelease
+	opLeave
 )
 
 func (o opKind) String() string {
@@ -26,6 +27,8 @@ func (o opKind) String() string {
 		return "extend"
 	case opFence:
 		return "fence"
+	case opLeave:
+		return "leave"
 	default:
 		return "release"
 	}
@@ -68,7 +71,7 @@ type round struct {
 	fencing  bool          // acquire: advance and return the counter
 	guard    time.Duration // the restart guard, when ext
 	token    uint64        // extend: the lock's token; fence: the token to set
-	wait     waiting       // acquire: the waiting Lock call, for the nodes' queue
+	wait     waiting       // acquire, leave: the waiting Lock call, for the nodes' queue
 }
 
 // flight is what the calls of one round share. One allocation holds it and
@@ -133,7 +136,13 @@ func (r *Redlock) start(rd round) *flight {
 		c.done, c.op, c.sentAt, c.lastErr = make(chan struct{}), rd.op, now, ln.lastErr
 		prev := ln.last
 		ln.prev, ln.last = ln.last, c
-		if rd.op != opRelease {
+		switch {
+		case rd.op == opLeave:
+			ln.queued = false
+		case rd.op == opAcquire && rd.wait.id != "" && rd.wait.ttl > 0:
+			ln.queued = true
+			ln.value = rd.value
+		case rd.op != opRelease:
 			ln.value = rd.value
 		}
 		f.r.dispatch(task{f: f, i: i, prev: prev})
@@ -150,11 +159,22 @@ func (r *Redlock) start(rd round) *flight {
 // (prev is bounded by its own deadline, or by the client's timeouts), and
 // gets a budget of its own if the round's ran out meanwhile, so that it is
 // always sent.
+//
+// Where nothing follows on the node, the call ends before its reply is
+// delivered, so that the next attempt, which may start as soon as the
+// reply is counted, finds the lane free rather than busy.
 func (f *flight) run(i int, prev *call) {
 	c := &f.calls[i]
+	ended := false
+	end := func() {
+		ended = true
+		close(c.done)
+	}
 	defer func() {
 		f.r.inflight[i].Add(-1)
-		close(c.done)
+		if !ended {
+			close(c.done)
+		}
 		if f.running.Add(-1) == 0 {
 			f.cancel()
 		}
@@ -190,6 +210,7 @@ func (f *flight) run(i int, prev *call) {
 	if f.rd.undo && prev != nil && !prev.wrote {
 		// The attempt's call changed nothing on this node: nothing to undo.
 		c.unknown = earlier
+		end()
 		f.replies <- reply{node: i}
 		return
 	}
@@ -200,8 +221,12 @@ func (f *flight) run(i int, prev *call) {
 	c.failed = rep.err != nil
 	c.wrote = rep.ok || f.rd.op == opFence || (rep.err != nil && !isNotSent(rep.err))
 	c.unknown = earlier || (rep.err != nil && !isNotSent(rep.err))
+	again := f.rd.must && earlier
+	if !again {
+		end()
+	}
 	f.replies <- rep
-	if f.rd.must && earlier {
+	if again {
 		// A call before this release had an unknown outcome: it may still
 		// reach the node after this release, say on another pooled
 		// connection once its own was cut at a deadline, and set the key
@@ -241,6 +266,11 @@ func (f *flight) call(ctx context.Context, i int) (rep reply) {
 	}()
 	rd := &f.rd
 	node := f.r.nodes[i]
+	if rd.op == opLeave {
+		rep.err = f.r.queues[i].Leave(ctx, Request{Key: rd.key, Waiter: rd.wait.id})
+		rep.ok = rep.err == nil
+		return rep
+	}
 	if rd.op == opRelease && rd.announce && f.r.notifiers[i] != nil {
 		rep.ok, rep.err = f.r.notifiers[i].ReleaseNotify(ctx, rd.key, rd.value)
 		if rep.err != nil {

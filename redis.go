@@ -250,6 +250,14 @@ func (n *redisNode) fenced(ctx context.Context, op string, req Request, arg stri
 	return Reply{OK: res[0] == 1, Counter: uint64(res[1]), Guarded: res[2] == 1}, nil
 }
 
+// Leave implements Queue: it forgets req.Waiter as a waiter for req.Key.
+func (n *redisNode) Leave(ctx context.Context, req Request) error {
+	if err := n.c.HDel(ctx, waitersKey(req.Key), req.Waiter).Err(); err != nil {
+		return classify(err)
+	}
+	return nil
+}
+
 // Inspect implements Inspector.
 func (n *redisNode) Inspect(ctx context.Context, key string) (KeyState, error) {
 	var get, counter *redis.StringCmd

@@ -37,9 +37,10 @@ type Redlock struct {
 	nodes     []Node
 	fencers   []Fencer   // nodes[i] as a Fencer, nil where it is not one
 	notifiers []Notifier // nodes[i] as a Notifier, nil where it is not one
+	queues    []Queue    // nodes[i] as a Queue, nil where it is not one
 	// allFencers: every node implements Fencer, so waiters can queue.
 	allFencers bool
-	wake       *wakeHub // nil when no node announces releases
+	wake       *wakeHub // the Lock calls waiting for keys
 
 	builtInBubble bool // New ran in a testing/synctest bubble
 	quorum        int
@@ -129,10 +130,12 @@ func New(nodes []Node, opts ...Option) (*Redlock, error) {
 		return nil, fmt.Errorf("defaults: %w", err)
 	}
 	notifiers := make([]Notifier, len(nodes))
+	queues := make([]Queue, len(nodes))
 	anyNotifier := false
 	for i, n := range nodes {
 		notifiers[i], _ = n.(Notifier)
 		anyNotifier = anyNotifier || notifiers[i] != nil
+		queues[i], _ = n.(Queue)
 	}
 	allFencers := true
 	for _, f := range fencers {
@@ -154,12 +157,11 @@ func New(nodes []Node, opts ...Option) (*Redlock, error) {
 		maxInFlight: maxInFlight(nodes, cfg.MaxInFlight),
 		rand:        cfg.Rand,
 		notifiers:   notifiers,
+		queues:      queues,
 
 		builtInBubble: inBubble(),
 	}
-	if anyNotifier {
-		r.wake = &wakeHub{r: r}
-	}
+	r.wake = &wakeHub{r: r, watches: anyNotifier}
 	return r, nil
 }
 
@@ -313,54 +315,40 @@ func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, r
 		return nil, notAcquiredCtx(key, err)
 	}
 
-	// w listens for releases of the key from the first failed attempt on:
-	// an uncontended Lock opens no subscription. A release between that
-	// attempt and the start of the watch costs one poll interval.
+	// w is this call's place in the Redlock's queue for the key (wakeHub):
+	// taken at the first failed attempt, or at once when earlier calls
+	// already wait, so an uncontended Lock opens no subscription. A release
+	// between that attempt and the start of the watch costs one poll
+	// interval.
 	var w *waiter
 	defer func() { w.stop() }()
 	ln := make(lanes, len(r.nodes)) // this lock's call history per node
 	var lastErrs []error            // the node errors of the last attempt that had any
 	callStart := r.clock.Now()
 	var wt waiting
+	got := false
+	defer func() {
+		if !got {
+			r.leave(ctx, p, ln, wt) // a waiter that gave up
+		}
+	}()
 	for attempt := 1; ; attempt++ {
-		stored, err := r.attemptValue(value)
-		if err != nil {
-			return nil, err
-		}
-		if r.allFencers {
-			// Queue on the nodes: a free key goes to the call that has
-			// waited longest, so a holder that locks again, or a faster
-			// peer, cannot take it from a waiter. TryLock does not wait,
-			// but does not jump the queue either (it is not remembered).
-			if wt.id == "" {
-				if wt.id, err = r.attemptValue(""); err != nil {
-					return nil, err
-				}
-				if retry {
-					wt.ttl = 2*addSat(cfg.RetryInterval, cfg.RetryJitter) + 2*p.nodeTimeout
-				}
+		// Earlier Lock calls of this Redlock that wait for the key go
+		// first: only the first of the queue tries the nodes.
+		if w == nil && r.wake.queued(p.nodeKey) {
+			if !retry {
+				return nil, fmt.Errorf("%w: %s: other Lock calls of this Redlock wait for the key", ErrNotAcquired, quoteKey(key))
 			}
-			wt.waited = max(0, r.clock.Since(callStart))
+			w = r.wake.wait(p.nodeKey)
 		}
-		res := r.attempt(ctx, key, stored, p, ln, wt)
-		if res.lock != nil {
+		var res attemptResult
+		if n := w.ahead(); n > 0 {
+			res.err = fmt.Errorf("%w: %s: %d earlier Lock calls of this Redlock wait for the key before this one", ErrNotAcquired, quoteKey(key), n)
+		} else if res, err = r.try(ctx, key, value, p, ln, &wt, callStart, retry, cfg); err != nil {
+			return nil, err
+		} else if res.lock != nil {
+			got = true
 			return res.lock, nil
-		}
-		// Undo the attempt where it may have written (each release call
-		// sees its own node's outcome), each release after that node's own
-		// calls, so that a late grant is undone too. The releases run in
-		// the background; the next attempt queues after them.
-		if res.sentAny {
-			rd := r.releaseRound(ctx, p, stored, ln, res.sent)
-			rd.undo = true
-			r.start(rd)
-		}
-		if r.log.Enabled(ctx, slog.LevelDebug) {
-			r.log.DebugContext(ctx, "dlock: acquire attempt failed", "key", logKey(key), "attempt", attempt,
-				"ok", res.t.ok, "refused", res.t.refused, "failed", res.t.failed, "pending", res.t.pending())
-		}
-		if res.t.guarded > 0 && r.log.Enabled(ctx, slog.LevelInfo) {
-			r.log.InfoContext(ctx, "dlock: nodes refused by their restart guard", "key", logKey(key), "nodes", guardedNodes(&res.t))
 		}
 		if res.t.ctxErr != nil {
 			// The context ended in the middle of a round: keep what the
@@ -396,7 +384,8 @@ func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, r
 			select {
 			case <-timer.C:
 			case <-w.wakeC():
-				// Released on a node: retry now rather than at the poll.
+				// Released on a node, or this call's turn came: retry now
+				// rather than at the poll.
 				timer.Stop()
 			case <-ctx.Done():
 				timer.Stop()
@@ -406,6 +395,114 @@ func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, r
 			return nil, errors.Join(notAcquiredCtx(key, ctx.Err()), res.err)
 		}
 	}
+}
+
+// try makes one attempt of a Lock call that started at callStart, taking
+// the call's name in the nodes' queue (wt) at the first, and undoes the
+// attempt where it failed. The error is for failures that end the call at
+// once (no random value could be drawn); the attempt's own failure is in
+// the result.
+func (r *Redlock) try(ctx context.Context, key, value string, p params, ln lanes, wt *waiting, callStart time.Time, retry bool, cfg LockConfig) (attemptResult, error) {
+	stored, err := r.attemptValue(value)
+	if err != nil {
+		return attemptResult{}, err
+	}
+	if r.allFencers {
+		// Queue on the nodes: a free key goes to the call that has waited
+		// longest, so a holder that locks again, or a faster peer, cannot
+		// take it from a waiter. TryLock does not wait, but does not jump
+		// the queue either (it is not remembered).
+		if wt.id == "" {
+			if wt.id, err = r.attemptValue(""); err != nil {
+				return attemptResult{}, err
+			}
+			if retry {
+				wt.ttl = 2*addSat(cfg.RetryInterval, cfg.RetryJitter) + 2*p.nodeTimeout
+			}
+		}
+		wt.waited = max(0, r.clock.Since(callStart))
+	}
+	r.settle(ctx, ln, p.nodeTimeout)
+	res := r.attempt(ctx, key, stored, p, ln, *wt)
+	if res.lock != nil {
+		return res, nil
+	}
+	// Undo the attempt where it may have written (each release call sees
+	// its own node's outcome), each release after that node's own calls,
+	// so that a late grant is undone too. The releases run in the
+	// background; the next attempt queues after them.
+	if res.sentAny {
+		rd := r.releaseRound(ctx, p, stored, ln, res.sent)
+		rd.undo = true
+		r.start(rd)
+	}
+	if r.log.Enabled(ctx, slog.LevelDebug) {
+		r.log.DebugContext(ctx, "dlock: acquire attempt failed", "key", logKey(key),
+			"ok", res.t.ok, "refused", res.t.refused, "failed", res.t.failed, "pending", res.t.pending())
+	}
+	if res.t.guarded > 0 && r.log.Enabled(ctx, slog.LevelInfo) {
+		r.log.InfoContext(ctx, "dlock: nodes refused by their restart guard", "key", logKey(key), "nodes", guardedNodes(&res.t))
+	}
+	return res, nil
+}
+
+// settle waits, at most d or until ctx ends, until every lane of the lock
+// can take a call: an acquire queued behind two calls that have not ended
+// (an earlier attempt's call, decided without it, and its undo) is not
+// sent, and an attempt made at once, say when woken by a release, would
+// fail on those nodes for no other reason.
+func (r *Redlock) settle(ctx context.Context, ln lanes, d time.Duration) {
+	var timer *clock.Timer
+	for i := range ln {
+		c := ln[i].prev
+		if c.ended() {
+			continue
+		}
+		if timer == nil {
+			timer = r.clock.Timer(d)
+			defer timer.Stop()
+		}
+		select {
+		case <-c.done:
+		case <-timer.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// leave makes the Lock call named wt leave the queue of every node that may
+// still remember it (its lanes say so), each after the lock's earlier calls
+// on that node, in the background: a waiter that got the key, or gave up,
+// must not keep others from the key until the nodes forget it.
+func (r *Redlock) leave(ctx context.Context, p params, ln lanes, wt waiting) {
+	if wt.id == "" {
+		return
+	}
+	var only []bool
+	for i := range ln {
+		if ln[i].queued && r.queues[i] != nil {
+			if only == nil {
+				only = make([]bool, len(ln))
+			}
+			only[i] = true
+		}
+	}
+	if only == nil {
+		return
+	}
+	r.start(round{
+		lanes:   ln,
+		must:    true,
+		only:    only,
+		callCtx: context.WithoutCancel(ctx),
+		decide:  p.nodeTimeout,
+		budget:  p.nodeTimeout,
+		op:      opLeave,
+		key:     p.nodeKey,
+		wait:    wt,
+	})
 }
 
 // lanesBusy reports whether some node was not sent the round's call
@@ -504,6 +601,12 @@ func (r *Redlock) attempt(ctx context.Context, key, value string, p params, ln l
 	if left := validity(p.TTL, elapsed, p.DriftFactor); left <= 0 {
 		return fail("%s, but no validity left (%v after drift)", &t, left)
 	}
+	for i, rep := range t.replies {
+		if t.seen[i] && rep.ok {
+			ln[i].queued = false // a node forgets a waiter it grants the key
+		}
+	}
+	r.leave(ctx, p, ln, wt)
 	return attemptResult{lock: newLock(r, key, value, token, p, validUntil(start, p.TTL, p.DriftFactor), ln)}
 }
 

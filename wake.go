@@ -2,56 +2,75 @@ package dlock
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 )
 
-// wakeHub wakes the Lock calls of a Redlock that wait for keys, when a node
-// announces a release (Notifier). It watches a node only while some call
+// wakeHub keeps the Lock calls of a Redlock that wait for keys, in
+// arrival order per key: only the first of a key's queue tries the nodes,
+// the others wait for their turn, so that within one Redlock waiters are
+// served in the order they came and do not split the nodes' votes among
+// themselves. When a node announces a release (Notifier), the first waiter
+// of the key retries at once. Nodes are watched only while some call
 // waits: the first waiter starts the watches, the last one stops them, so
 // no goroutine or subscription outlives its last waiter.
 type wakeHub struct {
-	r *Redlock
+	r       *Redlock
+	watches bool // some node announces releases
 
-	mu      sync.Mutex
-	waiters map[string]map[*waiter]struct{} // by key on the nodes
-	count   int
-	stop    context.CancelFunc // ends the watches; nil while none run
-	done    chan struct{}      // closed when the watches of the last generation ended
+	mu     sync.Mutex
+	queues map[string][]*waiter // by key on the nodes, in arrival order
+	count  int
+	stop   context.CancelFunc // ends the watches; nil while none run
+	done   chan struct{}      // closed when the watches of the last generation ended
 }
 
 // waiter is one Lock call waiting for a key.
 type waiter struct {
 	h   *wakeHub
 	key string
-	c   chan struct{} // buffered: one pending wake is enough
+	// c receives a wake: a release of the key, or the waiter's turn
+	// (it became the first of its queue). Buffered: one pending wake is
+	// enough.
+	c chan struct{}
 }
 
 // watchRetry is the pause before a watch that broke is started again.
 const watchRetry = time.Second
 
-// wait registers a waiter for key and returns it, or nil when no node of
-// the Redlock announces releases, or when the caller runs in a
-// testing/synctest bubble and the Redlock was not built in one (its
-// watches could belong to another bubble).
+// usable reports whether the hub can serve the calling goroutine: not
+// when it runs in a testing/synctest bubble and the Redlock was not built
+// in one (its watches and queues could belong to another bubble).
+func (h *wakeHub) usable() bool {
+	return h != nil && (!inBubble() || h.r.builtInBubble)
+}
+
+// queued reports whether some Lock call of the Redlock waits for key.
+func (h *wakeHub) queued(key string) bool {
+	if !h.usable() {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.queues[key]) > 0
+}
+
+// wait adds a waiter for key at the end of its queue and returns it, or
+// nil when the hub cannot serve the caller (see usable).
 func (h *wakeHub) wait(key string) *waiter {
-	if h == nil || (inBubble() && !h.r.builtInBubble) {
+	if !h.usable() {
 		return nil
 	}
 	w := &waiter{h: h, key: key, c: make(chan struct{}, 1)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.waiters == nil {
-		h.waiters = map[string]map[*waiter]struct{}{}
+	if h.queues == nil {
+		h.queues = map[string][]*waiter{}
 	}
-	set := h.waiters[key]
-	if set == nil {
-		set = map[*waiter]struct{}{}
-		h.waiters[key] = set
-	}
-	set[w] = struct{}{}
+	h.queues[key] = append(h.queues[key], w)
 	h.count++
-	if h.stop == nil {
+	if h.watches && h.stop == nil {
 		ctx, cancel := context.WithCancel(context.Background())
 		h.stop = cancel
 		h.done = make(chan struct{})
@@ -60,7 +79,20 @@ func (h *wakeHub) wait(key string) *waiter {
 	return w
 }
 
-// stop unregisters w; the last waiter ends the watches.
+// ahead returns how many waiters of the same key came before w and still
+// wait; 0 for a nil waiter.
+func (w *waiter) ahead() int {
+	if w == nil {
+		return 0
+	}
+	h := w.h
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Index(h.queues[w.key], w)
+}
+
+// stop removes w from its queue, telling the next waiter that its turn has
+// come when w was first; the last waiter of the Redlock ends the watches.
 func (w *waiter) stop() {
 	if w == nil {
 		return
@@ -68,18 +100,32 @@ func (w *waiter) stop() {
 	h := w.h
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	set := h.waiters[w.key]
-	if _, ok := set[w]; !ok {
+	q := h.queues[w.key]
+	i := slices.Index(q, w)
+	if i < 0 {
 		return
 	}
-	delete(set, w)
-	if len(set) == 0 {
-		delete(h.waiters, w.key)
+	q = slices.Delete(q, i, i+1)
+	if len(q) == 0 {
+		delete(h.queues, w.key)
+	} else {
+		h.queues[w.key] = q
+		if i == 0 {
+			q[0].wake()
+		}
 	}
 	h.count--
 	if h.count == 0 && h.stop != nil {
 		h.stop()
 		h.stop = nil
+	}
+}
+
+// wake sends w a wake unless one is pending.
+func (w *waiter) wake() {
+	select {
+	case w.c <- struct{}{}:
+	default:
 	}
 }
 
@@ -126,14 +172,11 @@ func (h *wakeHub) watch(ctx context.Context, i int, n Notifier) {
 	}
 }
 
-// released wakes every waiter of key.
+// released wakes the first waiter of key: the one that tries the nodes.
 func (h *wakeHub) released(key string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for w := range h.waiters[key] {
-		select {
-		case w.c <- struct{}{}:
-		default:
-		}
+	if q := h.queues[key]; len(q) > 0 {
+		q[0].wake()
 	}
 }

@@ -175,3 +175,45 @@ func TestRedis_waiter_wakes_on_release(t *testing.T) {
 		t.Errorf("the waiter got the lock %v after the release, want well under its 5s retry interval", d)
 	}
 }
+
+// A waiter woken by a release first lets its earlier attempt's calls end
+// on the slow nodes, so that its retry reaches every node rather than only
+// those whose calls happened to have ended: without that, the slow nodes
+// are skipped as busy, and an attempt woken while every node is still busy
+// fails outright and waits a node timeout.
+func TestLock_woken_waiter_retries_on_every_node(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fs := fakes(5)
+		fs[3].delay, fs[4].delay = 20*time.Millisecond, 20*time.Millisecond
+		ns, _ := notifying(fs)
+		ra, err := dlock.New(ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rb, err := dlock.New(ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		holder, err := ra.Lock("k", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second) // the holder's calls have all ended
+		go func() {
+			time.Sleep(5 * time.Millisecond) // while the waiter's first attempt runs on the slow nodes
+			_ = holder.Release()
+		}()
+		l, err := rb.Lock("k", "", dlock.WithRetryInterval(10*time.Second), dlock.WithRetryJitter(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if n := holders(fs, "k", l.Value()); n != 5 {
+			t.Errorf("the woken waiter holds the key on %d of 5 nodes, want all 5", n)
+		}
+		_ = l.Release()
+		time.Sleep(time.Minute)
+		synctest.Wait()
+	})
+}

@@ -15,8 +15,8 @@ import (
 
 // MemoryNode is a dlock.Node that keeps its keys in memory, for tests. It
 // also implements dlock.Fencer (fencing counters and the restart guard) and
-// dlock.Inspector. Create one with NewMemoryNode; it is safe for concurrent
-// use.
+// dlock.Inspector, and keeps the waiters of dlock.Request (dlock.Queue).
+// Create one with NewMemoryNode; it is safe for concurrent use.
 //
 // Expiry is judged by the node's clock, lazily when a key is looked at, as
 // Redis does: the node starts no goroutines and sets no timers, so it works
@@ -56,6 +56,7 @@ var (
 	_ dlock.Node      = (*MemoryNode)(nil)
 	_ dlock.Fencer    = (*MemoryNode)(nil)
 	_ dlock.Inspector = (*MemoryNode)(nil)
+	_ dlock.Queue     = (*MemoryNode)(nil)
 )
 
 // NewMemoryNode returns an empty in-memory node whose expiry and restart
@@ -217,6 +218,21 @@ func (n *MemoryNode) Fence(ctx context.Context, req dlock.Request) (dlock.Reply,
 	c := max(n.start(req.Key), req.Token)
 	n.counters[req.Key] = c
 	return dlock.Reply{OK: c == req.Token, Counter: c}, nil
+}
+
+// Leave implements dlock.Queue: it forgets req.Waiter as a waiter for
+// req.Key.
+//
+// It returns an error, and changes nothing, when ctx is done or a fault is
+// set.
+func (n *MemoryNode) Leave(ctx context.Context, req dlock.Request) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, err := n.enter(ctx); err != nil {
+		return err
+	}
+	n.waiters.Leave(req.Key, req.Waiter)
+	return nil
 }
 
 // Inspect implements dlock.Inspector: it reports what the node holds for

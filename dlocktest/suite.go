@@ -87,6 +87,13 @@ const (
 //
 // A node that implements dlock.Inspector is checked for reporting the
 // value, TTL and counter it holds.
+//
+// A Fencer that implements dlock.Queue is checked for keeping waiters: a
+// waiter refused while the key is held keeps a newcomer that has waited
+// less from the key once it is free, while one that has waited as long (within
+// the slack) or longer is granted; a waiter granted the key, or gone by
+// Leave, no longer keeps anyone from it; Leave of a waiter the node does
+// not know is not an error.
 func TestNode(t *testing.T, newNode func(t *testing.T) dlock.Node) {
 	t.Helper()
 	if newNode == nil {
@@ -124,6 +131,7 @@ var suite = []struct {
 	{"fencing_extend_recreates", testExtendFencedRecreate},
 	{"fencing_concurrent_acquire", testFencingConcurrent},
 	{"guard_refuses_grants", testGuardRefuses},
+	{"queue", testQueue},
 }
 
 // env is one subtest's node and the helpers that call it, failing the
@@ -697,6 +705,13 @@ var nodeCalls = []nodeCall{
 		_, err := f.Fence(ctx, dlock.Request{Key: k, Value: v, Token: 1})
 		return true, err
 	}},
+	{"Leave", func(ctx context.Context, n dlock.Node, k, _ string) (bool, error) {
+		q, ok := n.(dlock.Queue)
+		if !ok {
+			return false, nil
+		}
+		return true, q.Leave(ctx, dlock.Request{Key: k, Waiter: "w-" + random()})
+	}},
 	{"Inspect", func(ctx context.Context, n dlock.Node, k, _ string) (bool, error) {
 		in, ok := n.(dlock.Inspector)
 		if !ok {
@@ -1069,4 +1084,75 @@ func testGuardPasses(t *testing.T, e *env) {
 		t.Fatalf("AcquireFenced with a Guard of %v, %v after the marker was written = %+v, want OK with a counter", guard, 3*guard+e.gran, r)
 	}
 	e.cleanupRelease(k, v)
+}
+
+// testQueue checks the waiter rule of dlock.Request and dlock.Queue.
+func testQueue(t *testing.T, e *env) {
+	if _, ok := e.node.(dlock.Queue); !ok {
+		t.Skipf("%T does not implement dlock.Queue", e.node)
+	}
+	q := e.node.(dlock.Queue)
+	e.fencer() // skips unless a Fencer
+	k, holder := e.key("k"), value("holder")
+	const slack = 50 * time.Millisecond
+	ask := func(waiter string, waited time.Duration) dlock.Request {
+		return dlock.Request{Key: k, Value: value(waiter), TTL: holdTTL,
+			Waiter: waiter + "-" + random(), Waited: waited, WaitTTL: time.Minute, WaitSlack: slack}
+	}
+	e.mustAcquire(k, holder, holdTTL)
+	a := ask("a", time.Second) // has waited a second: refused while held, remembered
+	if r := e.acquireFenced(a); r.OK {
+		t.Fatalf("AcquireFenced(%s) of a waiter while the key is held = %+v, want refused", show(k), r)
+	}
+	if !e.release(k, holder) {
+		t.Fatalf("Release(%s) by its holder = false", show(k))
+	}
+	b := ask("b", 0) // a newcomer: a has waited longer by more than the slack
+	if r := e.acquireFenced(b); r.OK {
+		e.cleanupRelease(k, b.Value)
+		t.Fatalf("AcquireFenced(%s) of a newcomer while another waiter has waited a second longer = %+v, want refused", show(k), r)
+	}
+	if err := q.Leave(e.ctx, dlock.Request{Key: k, Waiter: a.Waiter}); err != nil {
+		t.Fatalf("Leave(%s, %s): %v", show(k), a.Waiter, err)
+	}
+	if err := q.Leave(e.ctx, dlock.Request{Key: k, Waiter: "nobody-" + random()}); err != nil {
+		t.Errorf("Leave(%s) of a waiter the node does not know: %v, want nil", show(k), err)
+	}
+	b.Waited = 10 * time.Millisecond
+	r := e.acquireFenced(b) // the waiter ahead left
+	if !r.OK {
+		t.Fatalf("AcquireFenced(%s) once the waiter ahead left = %+v, want OK", show(k), r)
+	}
+	e.cleanupRelease(k, b.Value)
+
+	// A waiter granted the key is forgotten: once b releases, a newcomer
+	// is not kept from the key by b.
+	c := ask("c", 0)
+	c.Waited = 0
+	if !e.release(k, b.Value) {
+		t.Fatalf("Release(%s) by b = false", show(k))
+	}
+	if r := e.acquireFenced(c); !r.OK {
+		t.Fatalf("AcquireFenced(%s) of a newcomer after the only waiter was granted and released = %+v, want OK", show(k), r)
+	}
+	e.cleanupRelease(k, c.Value)
+
+	// Waiters within the slack of each other: the first to ask is granted.
+	if !e.release(k, c.Value) {
+		t.Fatalf("Release(%s) by c = false", show(k))
+	}
+	e.mustAcquire(k, holder, holdTTL)
+	d1, d2 := ask("d1", time.Second), ask("d2", time.Second+slack/5)
+	for _, d := range []dlock.Request{d1, d2} {
+		if r := e.acquireFenced(d); r.OK {
+			t.Fatalf("AcquireFenced(%s) of a waiter while the key is held = %+v, want refused", show(k), r)
+		}
+	}
+	if !e.release(k, holder) {
+		t.Fatalf("Release(%s) by its holder = false", show(k))
+	}
+	if r := e.acquireFenced(d1); !r.OK {
+		t.Fatalf("AcquireFenced(%s) of a waiter within the slack of the longest = %+v, want OK", show(k), r)
+	}
+	e.cleanupRelease(k, d1.Value)
 }

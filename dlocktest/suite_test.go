@@ -107,6 +107,7 @@ type mutant struct {
 	acquireFenced func(m *mutant, ctx context.Context, req dlock.Request) (dlock.Reply, error)
 	extendFenced  func(m *mutant, ctx context.Context, req dlock.Request) (dlock.Reply, error)
 	fence         func(m *mutant, ctx context.Context, req dlock.Request) (dlock.Reply, error)
+	leave         func(m *mutant, ctx context.Context, req dlock.Request) error
 }
 
 func (m *mutant) Acquire(ctx context.Context, key, value string, ttl time.Duration) (bool, error) {
@@ -151,6 +152,13 @@ func (m *mutant) Fence(ctx context.Context, req dlock.Request) (dlock.Reply, err
 	return m.MemoryNode.Fence(ctx, req)
 }
 
+func (m *mutant) Leave(ctx context.Context, req dlock.Request) error {
+	if m.leave != nil {
+		return m.leave(m, ctx, req)
+	}
+	return m.MemoryNode.Leave(ctx, req)
+}
+
 // mutants are the bugs TestNode must catch, each with a subtest of the
 // suite that must report it.
 var mutants = []struct {
@@ -158,6 +166,17 @@ var mutants = []struct {
 	wantFail string // a subtest of TestNode, under "conformance/"
 	m        mutant
 }{{
+	name:     "leave_ignored",
+	wantFail: "queue",
+	m:        mutant{leave: func(*mutant, context.Context, dlock.Request) error { return nil }},
+}, {
+	name:     "waiters_ignored",
+	wantFail: "queue",
+	m: mutant{acquireFenced: func(m *mutant, ctx context.Context, req dlock.Request) (dlock.Reply, error) {
+		req.Waiter = ""
+		return m.MemoryNode.AcquireFenced(ctx, req)
+	}},
+}, {
 	name:     "acquire_overwrites",
 	wantFail: "acquire",
 	m: mutant{acquire: func(m *mutant, ctx context.Context, k, v string, ttl time.Duration) (bool, error) {

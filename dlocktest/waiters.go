@@ -56,5 +56,14 @@ func (w *Waiters) Wait(now time.Time, req dlock.Request, held bool) bool {
 	return true
 }
 
+// Leave forgets waiter as a waiter for key (dlock.Queue).
+func (w *Waiters) Leave(key, waiter string) {
+	ws := w.m[key]
+	delete(ws, waiter)
+	if len(ws) == 0 {
+		delete(w.m, key)
+	}
+}
+
 // Clear forgets every waiter, as a node that lost its memory does.
 func (w *Waiters) Clear() { clear(w.m) }

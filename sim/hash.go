@@ -105,11 +105,11 @@ func (r *seededReader) Read(p []byte) (int, error) {
 // injector only in slotFault. Two different actors therefore never wake at
 // the same instant, and the order of goroutines woken together (which the
 // Go scheduler chooses) cannot change the outcome of a run. The layout:
-// requests in [0, 128), replies in [128, 896), clients in [896, 912), then
-// the fault injector, give-ups and the end of the run (TestSlots checks
-// that no two slots meet).
+// requests in [0, 128), replies in [128, 1024), clients in [1024, 1040),
+// then the fault injector, give-ups and the end of the run (TestSlots
+// checks that no two slots meet).
 const (
-	slotMod     = 1024
+	slotMod     = 2048
 	maxClients  = 16
 	maxNodes    = 8
 	slotsPerReq = 8 // ≥ numOps

@@ -21,6 +21,7 @@ const (
 	opAcquireFenced
 	opExtendFenced
 	opFence
+	opLeave
 	numOps
 )
 
@@ -36,6 +37,8 @@ func (o op) String() string {
 		return "acquire-fenced"
 	case opExtendFenced:
 		return "extend-fenced"
+	case opLeave:
+		return "leave"
 	default:
 		return "fence"
 	}
@@ -164,6 +167,11 @@ func (n *node) apply(t time.Time, o op, req dlock.Request) (rep dlock.Reply, wha
 		}
 		rep.OK = true
 		return rep, "ok", nil
+	}
+
+	if o == opLeave {
+		n.waiters.Leave(key, req.Waiter)
+		return rep, "left the queue", nil
 	}
 
 	// The Fencer operations.

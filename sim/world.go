@@ -270,7 +270,10 @@ type stub struct {
 	c, n int
 }
 
-var _ dlock.Fencer = (*stub)(nil)
+var (
+	_ dlock.Fencer = (*stub)(nil)
+	_ dlock.Queue  = (*stub)(nil)
+)
 
 func (s *stub) Acquire(ctx context.Context, key, value string, ttl time.Duration) (bool, error) {
 	r, err := s.w.call(ctx, s.c, s.n, opAcquire, dlock.Request{Key: key, Value: value, TTL: ttl})
@@ -297,6 +300,11 @@ func (s *stub) ExtendFenced(ctx context.Context, req dlock.Request) (dlock.Reply
 
 func (s *stub) Fence(ctx context.Context, req dlock.Request) (dlock.Reply, error) {
 	return s.w.call(ctx, s.c, s.n, opFence, req)
+}
+
+func (s *stub) Leave(ctx context.Context, req dlock.Request) error {
+	_, err := s.w.call(ctx, s.c, s.n, opLeave, req)
+	return err
 }
 
 // call sends one operation from client c to node n on a connection of
