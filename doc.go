@@ -139,10 +139,19 @@
 // views differ only by network latency, well within the slack); a holder
 // that releases and locks again queues behind the waiters, in the same
 // process or another; and a waiter is served after at most the waiters that
-// were already waiting when it came, each holding once. A waiter that gives
-// up is forgotten a couple of retry intervals later. TryLock does not queue
-// but does not jump the queue either. Nodes that do not implement Fencer,
-// or ignore the waiter fields, give no such order.
+// were already waiting when it came, each holding once. A Lock call that
+// gets the key, or gives up, leaves the queue of every node that may still
+// remember it (Queue); a node that does not implement Queue forgets it a
+// couple of retry intervals later. TryLock does not queue but does not
+// jump the queue either. Nodes that do not implement Fencer, or ignore the
+// waiter fields, give no such order.
+//
+// Within one Redlock, Lock calls waiting for the same key go in the order
+// they came, whatever the nodes: only the first of them tries the nodes
+// (and is woken by a release); the others wait for their turn, counting
+// each retry interval against their RetryLimit, and a TryLock while others
+// wait fails at once. So a process's own waiters never split the nodes'
+// votes among themselves.
 //
 // # Timeouts
 //
