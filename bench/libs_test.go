@@ -84,6 +84,17 @@ var fencedLib = lib{name: "dlock-fenced", new: func(b *testing.B, cs []*redis.Cl
 // s1Libs is libs with dlock-fenced after dlock.
 var s1Libs = slices.Insert(slices.Clone(libs), 1, fencedLib)
 
+// defaultsLib is dlock with its own default retry options (RetryInterval
+// 100ms, jitter RetryInterval/2) instead of the shared cfg's 5ms polling:
+// scenario 3 runs it after dlock (s3Libs), to show what wake-on-release
+// gives a user who sets nothing. TTL and RetryLimit come from cfg.
+var defaultsLib = lib{name: "dlock-defaults", new: func(b *testing.B, cs []*redis.Client, c cfg) locker {
+	return newDlockWith(b, cs, c, false, true)
+}}
+
+// s3Libs is libs with dlock-defaults after dlock.
+var s3Libs = slices.Insert(slices.Clone(libs), 1, defaultsLib)
+
 var errNotReleased = errors.New("bench: release did not reach a majority")
 
 // --- dlock ---
@@ -96,15 +107,22 @@ type dlockLocker struct {
 var errNoToken = errors.New("bench: a fenced lock has no fencing token")
 
 func newDlock(b *testing.B, cs []*redis.Client, c cfg, fencing bool) locker {
+	return newDlockWith(b, cs, c, fencing, false)
+}
+
+// newDlockWith is newDlock; with ownRetry, dlock keeps its default retry
+// interval and jitter instead of c's.
+func newDlockWith(b *testing.B, cs []*redis.Client, c cfg, fencing, ownRetry bool) locker {
 	ucs := make([]redis.UniversalClient, len(cs))
 	for i, cl := range cs {
 		ucs[i] = cl
 	}
 	defs := []dlock.LockOpt{
 		dlock.WithTTL(c.ttl),
-		dlock.WithRetryInterval(c.retryInterval),
-		dlock.WithRetryJitter(c.retryJitter),
 		dlock.WithRetryLimit(c.retryLimit),
+	}
+	if !ownRetry {
+		defs = append(defs, dlock.WithRetryInterval(c.retryInterval), dlock.WithRetryJitter(c.retryJitter))
 	}
 	if c.refresh > 0 {
 		defs = append(defs, dlock.WithRefreshInterval(c.refresh))

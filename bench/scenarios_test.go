@@ -30,6 +30,9 @@ import (
 //	handoff-p50-us one worker's Release call → another worker's Lock returning
 //	jain           Jain's fairness index over the workers' shares (1 = equal)
 //	min-share-%    the smallest worker's share of acquisitions
+//	max-share-x    the busiest worker's share over the fair share (1 = fair)
+//	wait-p50-us    one Lock call in scenario 3, from its start to the lock
+//	wait-max-us    the longest such wait of any worker in the run
 //	overlaps       acquisitions while another worker believed it held the lock
 //	keys-left      keys of the run still on the nodes after a settle (scenario 4)
 //	B/lock, cpu-us/lock/s, goroutines/lock, lost (scenario 6)
@@ -241,7 +244,8 @@ func BenchmarkS2Parallel(b *testing.B) {
 }
 
 // BenchmarkS3Contended: 8 workers on one key, each holding ~1ms and pausing
-// 5ms after Release. One b.Loop iteration = one acquisition.
+// 5ms after Release. One b.Loop iteration = one acquisition. dlock-defaults
+// runs too: dlock with its own retry options (see defaultsLib).
 func BenchmarkS3Contended(b *testing.B) {
 	const (
 		workers = 8
@@ -249,7 +253,7 @@ func BenchmarkS3Contended(b *testing.B) {
 		pause   = 5 * time.Millisecond
 	)
 	as := addrs(b, 5)
-	for _, l := range libs {
+	for _, l := range s3Libs {
 		n := nodesFor(l, 5)
 		b.Run(fmt.Sprintf("lib=%s/nodes=%d", l.name, n), func(b *testing.B) {
 			c := baseCfg
@@ -264,6 +268,8 @@ func BenchmarkS3Contended(b *testing.B) {
 				lastRelease time.Time
 				lastHolder  = -1
 				handoff     hist
+				wait        hist // one Lock call, from its start to the lock
+				longest     time.Duration
 				counts      [workers]int
 				overlaps    int
 				errs        int
@@ -274,6 +280,7 @@ func BenchmarkS3Contended(b *testing.B) {
 			for w := range workers {
 				wg.Go(func() {
 					for ctx.Err() == nil {
+						t0 := time.Now()
 						h, err := lk.lock(ctx, key)
 						now := time.Now()
 						if err != nil {
@@ -292,6 +299,8 @@ func BenchmarkS3Contended(b *testing.B) {
 							handoff.add(now.Sub(lastRelease))
 						}
 						counts[w]++
+						wait.add(now.Sub(t0))
+						longest = max(longest, now.Sub(t0))
 						mu.Unlock()
 						select {
 						case acq <- struct{}{}:
@@ -323,9 +332,10 @@ func BenchmarkS3Contended(b *testing.B) {
 			mu.Lock()
 			defer mu.Unlock()
 			var sum, sumSq float64
-			minShare, total := math.MaxFloat64, 0
+			minShare, total, most := math.MaxFloat64, 0, 0
 			for _, k := range counts {
 				total += k
+				most = max(most, k)
 			}
 			for _, k := range counts {
 				x := float64(k)
@@ -338,6 +348,9 @@ func BenchmarkS3Contended(b *testing.B) {
 			b.ReportMetric(us(handoff.quantile(0.99)), "handoff-p99-us")
 			b.ReportMetric(sum*sum/(workers*sumSq), "jain")
 			b.ReportMetric(minShare, "min-share-%")
+			b.ReportMetric(float64(most)*workers/float64(total), "max-share-x")
+			b.ReportMetric(us(wait.quantile(0.50)), "wait-p50-us")
+			b.ReportMetric(us(longest), "wait-max-us")
 			b.ReportMetric(float64(overlaps), "overlaps")
 			b.ReportMetric(float64(errs), "errors")
 		})

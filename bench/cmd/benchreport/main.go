@@ -140,12 +140,16 @@ func cell(xs []float64) string {
 	return fmt.Sprintf("%s (%s–%s)", num(median(xs)), num(lo), num(hi))
 }
 
-var libOrder = []string{"dlock", fenced, "redsync", "redsync-ff", "floor", "redislock"}
+var libOrder = []string{"dlock", fenced, defaults, "redsync", "redsync-ff", "floor", "redislock"}
 
 // fenced is dlock with WithFencing (scenario 1 only). It is dlock, not a
 // peer: the dlock/peer tables leave it out, and the Fencing section compares
 // it with dlock.
 const fenced = "dlock-fenced"
+
+// defaults is dlock with its own default retry options (scenario 3 only);
+// like fenced, it is dlock, not a peer.
+const defaults = "dlock-defaults"
 
 func rows(m map[row]map[string][]float64) []row {
 	var rs []row
@@ -203,7 +207,7 @@ func ratios(w io.Writer, s samples, sc string, nodes int, cols []col) {
 		if peer == "redislock" {
 			pn = 1
 		}
-		if peer != fenced && !math.IsNaN(s.med(sc, peer, pn, cols[0].unit)) {
+		if peer != fenced && peer != defaults && !math.IsNaN(s.med(sc, peer, pn, cols[0].unit)) {
 			peers = append(peers, peer)
 		}
 	}
@@ -287,7 +291,10 @@ func runs(s samples) int {
 var (
 	latCols = []col{{"ops/s", "ops/s"}, {"p50-us", "p50 µs"}, {"p99-us", "p99 µs"}, {"allocs/op", "allocs/op"}, {"B/op", "B/op"}}
 	s3Cols  = []col{{"acq/s", "acquisitions/s"}, {"handoff-p50-us", "handoff p50 µs"}, {"handoff-p99-us", "handoff p99 µs"},
-		{"jain", "fairness (Jain)"}, {"min-share-%", "min share %"}, {"overlaps", "overlaps"}, {"errors", "errors"}}
+		{"jain", "fairness (Jain)"}, {"min-share-%", "min share %"}, {"max-share-x", "busiest / fair share"},
+		{"wait-p50-us", "wait p50 µs"}, {"wait-max-us", "longest wait µs"}, {"overlaps", "overlaps"}, {"errors", "errors"}}
+	s7Cols = []col{{"ops/s", "ops/s"}, {"p50-us", "p50 µs"}, {"inflight-max", "in flight, max"}, {"inflight-end", "in flight at the end"},
+		{"drain-ms", "drain ms"}, {"pool-timeouts", "pool timeouts"}, {"keys-left", "keys left"}, {"allocs/op", "allocs/op"}}
 	s4Cols = []col{{"ops/s", "ops/s"}, {"p50-us", "p50 µs"}, {"p99-us", "p99 µs"}, {"keys-left", "keys left"},
 		{"keys-left-slow", "on slow nodes"}, {"keys-left/1k-ops", "keys left / 1k ops"}, {"allocs/op", "allocs/op"}}
 	s6Cols = []col{{"B/lock", "heap B/lock"}, {"goroutines/lock", "goroutines/lock"}, {"cpu-us/lock/s", "CPU µs/lock/s"},
@@ -363,7 +370,7 @@ calling `+"`ExtendContext`"+` (redsync), `+"`Refresh`"+` (redislock) or a fanned
 	if m := s["S3Contended"]; m == nil {
 		notRun(w, *notRunNote)
 	} else {
-		fmt.Fprintln(w, "Handoff: from one worker calling Release to another worker's Lock returning. Fairness: Jain's index over the 8 workers' acquisition counts (1 = equal shares). Overlaps: acquisitions while another worker still believed it held the lock (must be 0). Waiters poll (5ms + [0,5ms) between attempts) in every library; dlock's waiters also retry at once when a node announces the key's release on `dlock:released` (wake-on-release).")
+		fmt.Fprintln(w, "Handoff: from one worker calling Release to another worker's Lock returning. Fairness: Jain's index over the 8 workers' acquisition counts (1 = equal shares). Overlaps: acquisitions while another worker still believed it held the lock (must be 0). Waiters poll (5ms + [0,5ms) between attempts) in every library; dlock's waiters also retry at once when a node announces the key's release on `dlock:released` (wake-on-release), and the nodes grant a free key to the longest waiter. dlock-defaults is dlock with its own default retry options (100ms + [0,50ms) between attempts), as a user who sets nothing gets them. Busiest / fair share: the most acquisitions of any worker over the mean (1 = equal). Wait: one Lock call, from its start to the lock; longest: of any worker in the run.")
 		fmt.Fprintln(w)
 		table(w, m, s3Cols)
 		ratios(w, s, "S3Contended", 5, []col{{"acq/s", "acquisitions/s (>1: dlock more)"}, {"handoff-p50-us", "handoff p50 (<1: dlock faster)"}, {"handoff-p99-us", "handoff p99"}})
@@ -416,6 +423,16 @@ calling `+"`ExtendContext`"+` (redsync), `+"`Refresh`"+` (redislock) or a fanned
 		fmt.Fprintln(w)
 		table(w, m, s6Cols)
 		ratios(w, s, "S6Held", 5, []col{{"B/lock", "heap B/lock (<1: dlock smaller)"}, {"cpu-us/lock/s", "CPU/lock/s (<1: dlock cheaper)"}})
+	}
+	fmt.Fprintln(w, "## 7. One slow node: 1 of 5 nodes behind a TCP proxy adding 5ms each way")
+	fmt.Fprintln(w)
+	if m := s["S7SlowNode"]; m == nil {
+		notRun(w, *notRunNote)
+	} else {
+		fmt.Fprintln(w, "Scenario 1's loop (one goroutine, fresh keys back to back). In flight: commands inside the slow node's go-redis client (from the call to its reply, including the wait for a pooled connection), sampled every millisecond during the run; at the end: when the loop stopped. Drain: from the end of the loop until none is left. Pool timeouts: calls to the slow node that waited PoolTimeout for a connection and failed. Keys left: as in scenario 4. dlock bounds the calls in flight per node (WithMaxInFlight, default 4× the client's pool size: 80 here); the benchmark logs the largest count of each 100ms window (see the logs at the end).")
+		fmt.Fprintln(w)
+		table(w, m, s7Cols)
+		ratios(w, s, "S7SlowNode", 5, []col{{"ops/s", "ops/s (>1: dlock faster)"}, {"inflight-max", "in flight, max"}, {"drain-ms", "drain"}})
 	}
 	fencing(w, s)
 	if bstat != "" {
@@ -496,7 +513,30 @@ func targets(w io.Writer, s samples) {
 	add("S3 handoff p50 below redsync's", s.med("S3Contended", "dlock", 5, "handoff-p50-us"), s.med("S3Contended", "redsync", 5, "handoff-p50-us"),
 		"%.0f vs %.0f µs", func(a, b float64) bool { return a < b })
 
-	fmt.Fprintln(w, "## Targets (issues 4 and 8), dlock in this run")
+	// Issue 10: contention, with dlock's default retry options.
+	add("S3 handoff p50 ≤ 0.5 ms (dlock-defaults; issue 10)", s.med("S3Contended", defaults, 5, "handoff-p50-us"), 500,
+		"%.0f µs (target %.0f)", func(a, b float64) bool { return a <= b })
+	add("S3 handoff p99 ≤ 2 ms (dlock-defaults)", s.med("S3Contended", defaults, 5, "handoff-p99-us"), 2000,
+		"%.0f µs (target %.0f)", func(a, b float64) bool { return a <= b })
+	add("S3 busiest worker ≤ 1.5× the fair share (dlock-defaults)", s.med("S3Contended", defaults, 5, "max-share-x"), 1.5,
+		"%.3f× (target %.1f×)", func(a, b float64) bool { return a <= b })
+	add("S3 longest wait ≤ 10× the median wait (dlock-defaults)", s.med("S3Contended", defaults, 5, "wait-max-us"), s.med("S3Contended", defaults, 5, "wait-p50-us"),
+		"%.0f vs %.0f µs", func(a, b float64) bool { return a <= 10*b })
+	if r := s.med("S3Contended", defaults, 5, "wait-max-us") / s.med("S3Contended", defaults, 5, "wait-p50-us"); !math.IsNaN(r) {
+		cs[len(cs)-1].value += fmt.Sprintf(" = %.1f×", r)
+	}
+	add("S7 calls in flight to the slow node ≤ the bound (80)", s.med("S7SlowNode", "dlock", 5, "inflight-max"), 80,
+		"median of the runs' maxima %.0f (bound %.0f)", func(a, b float64) bool { return a <= b })
+	if xs := s["S7SlowNode"][row{"dlock", 5}]["inflight-max"]; len(xs) > 0 {
+		cs[len(cs)-1].value += fmt.Sprintf("; max %.0f", slices.Max(xs))
+		cs[len(cs)-1].ok = slices.Max(xs) <= 80
+	}
+	add("S7 drain < 1 s, no pool timeouts, 0 keys left", s.med("S7SlowNode", "dlock", 5, "drain-ms"), s.med("S7SlowNode", "dlock", 5, "pool-timeouts")+s.med("S7SlowNode", "dlock", 5, "keys-left"),
+		"drain %.0f ms; pool timeouts + keys left %.0f", func(a, b float64) bool { return a < 1000 && b == 0 })
+	add("S1 ops/s ratio to redsync no lower than before the fair queue (1.35×)", d1/s.med("S1Uncontended", "redsync", 5, "ops/s"), 1.35,
+		"%.2f× (before: %.2f×)", func(a, b float64) bool { return a >= b })
+
+	fmt.Fprintln(w, "## Targets (issues 4, 8 and 10), dlock in this run")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| target | measured (medians) | met? |")
 	fmt.Fprintln(w, "|---|---|---|")
