@@ -161,7 +161,13 @@ func New(nodes []Node, opts ...Option) (*Redlock, error) {
 
 		builtInBubble: inBubble(),
 	}
-	r.wake = &wakeHub{r: r, watches: anyNotifier}
+	announcing := 0
+	for _, n := range notifiers {
+		if n != nil {
+			announcing++
+		}
+	}
+	r.wake = &wakeHub{r: r, watches: anyNotifier, enough: max(1, min(r.quorum, announcing))}
 	return r, nil
 }
 
@@ -321,13 +327,13 @@ func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, r
 	// between that attempt and the start of the watch costs one poll
 	// interval.
 	var w *waiter
-	defer func() { w.stop() }()
 	ln := make(lanes, len(r.nodes)) // this lock's call history per node
 	var lastErrs []error            // the node errors of the last attempt that had any
 	callStart := r.clock.Now()
 	var wt waiting
 	got := false
 	defer func() {
+		w.stop(got)
 		if !got {
 			r.leave(ctx, p, ln, wt) // a waiter that gave up
 		}

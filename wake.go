@@ -18,6 +18,7 @@ import (
 type wakeHub struct {
 	r       *Redlock
 	watches bool // some node announces releases
+	enough  int  // announcements of a release that wake a waiter at once: a quorum, or every announcing node when fewer
 
 	mu     sync.Mutex
 	queues map[string][]*waiter // by key on the nodes, in arrival order
@@ -34,6 +35,10 @@ type waiter struct {
 	// (it became the first of its queue). Buffered: one pending wake is
 	// enough.
 	c chan struct{}
+	// heard counts the announced releases of the key since the waiter's
+	// last wake; grace wakes it if too few come. Guarded by h.mu.
+	heard int
+	grace *time.Timer
 }
 
 // watchRetry is the pause before a watch that broke is started again.
@@ -91,9 +96,12 @@ func (w *waiter) ahead() int {
 	return slices.Index(h.queues[w.key], w)
 }
 
-// stop removes w from its queue, telling the next waiter that its turn has
-// come when w was first; the last waiter of the Redlock ends the watches.
-func (w *waiter) stop() {
+// stop removes w from its queue; the last waiter of the Redlock ends the
+// watches. When w was first and leaves without the key (it gave up), the
+// next waiter is told that its turn has come; when w got the key, the next
+// waiter's turn comes with its release (or at its next poll), and trying
+// at once would only be refused.
+func (w *waiter) stop(got bool) {
 	if w == nil {
 		return
 	}
@@ -105,12 +113,16 @@ func (w *waiter) stop() {
 	if i < 0 {
 		return
 	}
+	if w.grace != nil {
+		w.grace.Stop()
+		w.grace = nil
+	}
 	q = slices.Delete(q, i, i+1)
 	if len(q) == 0 {
 		delete(h.queues, w.key)
 	} else {
 		h.queues[w.key] = q
-		if i == 0 {
+		if i == 0 && !got {
 			q[0].wake()
 		}
 	}
@@ -172,11 +184,45 @@ func (h *wakeHub) watch(ctx context.Context, i int, n Notifier) {
 	}
 }
 
-// released wakes the first waiter of key: the one that tries the nodes.
+// wakeGrace is how long after the first announced release of a key its
+// first waiter is woken at the latest, when fewer nodes than a quorum
+// announced it (some did not hold the key, or an announcement was lost).
+const wakeGrace = 2 * time.Millisecond
+
+// released counts an announced release of key for its first waiter, and
+// wakes it once as many nodes as a quorum announced it, or wakeGrace after
+// the first announcement. Waking at the first would send the waiter's
+// attempt to nodes that have not yet seen the release, to be refused there.
 func (h *wakeHub) released(key string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if q := h.queues[key]; len(q) > 0 {
-		q[0].wake()
+	q := h.queues[key]
+	if len(q) == 0 {
+		return
 	}
+	w := q[0]
+	w.heard++
+	if w.heard >= h.enough {
+		w.woken()
+		return
+	}
+	if w.grace == nil {
+		w.grace = time.AfterFunc(wakeGrace, func() {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if w.grace != nil { // not woken meanwhile
+				w.woken()
+			}
+		})
+	}
+}
+
+// woken wakes w for the announcements it heard; h.mu is held.
+func (w *waiter) woken() {
+	w.heard = 0
+	if w.grace != nil {
+		w.grace.Stop()
+		w.grace = nil
+	}
+	w.wake()
 }

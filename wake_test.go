@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -15,27 +16,37 @@ import (
 	"github.com/charconstpointer/dlock/internal/redistest"
 )
 
-// announcer is the Pub/Sub of a set of notifying fake nodes.
+// announcer is the Pub/Sub of a set of notifying fake nodes: a node's
+// announcements reach the watches of that node.
 type announcer struct {
 	mu       sync.Mutex
-	watchers map[int]func(string)
+	watchers map[int]watcher
 	next     int
 	watching int // watches running now
+}
+
+type watcher struct {
+	node     int
+	released func(string)
 }
 
 // notifyingNode is a fakeNode that announces the releases made through
 // ReleaseNotify to every watcher.
 type notifyingNode struct {
 	*fakeNode
-	a *announcer
+	a    *announcer
+	id   int
+	mute bool // announcements from this node are lost
 }
 
 func (n notifyingNode) ReleaseNotify(ctx context.Context, key, value string) (bool, error) {
 	ok, err := n.Release(ctx, key, value)
-	if ok {
+	if ok && !n.mute {
 		n.a.mu.Lock()
-		for _, f := range n.a.watchers {
-			f(key)
+		for _, w := range n.a.watchers {
+			if w.node == n.id {
+				w.released(key)
+			}
 		}
 		n.a.mu.Unlock()
 	}
@@ -46,7 +57,7 @@ func (n notifyingNode) WatchReleases(ctx context.Context, released func(string))
 	n.a.mu.Lock()
 	id := n.a.next
 	n.a.next++
-	n.a.watchers[id] = released
+	n.a.watchers[id] = watcher{node: n.id, released: released}
 	n.a.watching++
 	n.a.mu.Unlock()
 	<-ctx.Done()
@@ -58,10 +69,10 @@ func (n notifyingNode) WatchReleases(ctx context.Context, released func(string))
 }
 
 func notifying(fs []*fakeNode) ([]dlock.Node, *announcer) {
-	a := &announcer{watchers: map[int]func(string){}}
+	a := &announcer{watchers: map[int]watcher{}}
 	ns := make([]dlock.Node, len(fs))
 	for i, f := range fs {
-		ns[i] = notifyingNode{f, a}
+		ns[i] = notifyingNode{fakeNode: f, a: a, id: i}
 	}
 	return ns, a
 }
@@ -215,5 +226,88 @@ func TestLock_woken_waiter_retries_on_every_node(t *testing.T) {
 		_ = l.Release()
 		time.Sleep(time.Minute)
 		synctest.Wait()
+	})
+}
+
+// A waiter is woken once a quorum of nodes announced the release, not at
+// the first announcement: its attempt then finds the key free on enough
+// nodes and succeeds at once, instead of being refused by the nodes the
+// release has not reached yet. When too few announcements come (lost, or
+// the holder was not on every node), it is woken a couple of milliseconds
+// after the first, not at its next poll.
+func TestLock_waiter_wakes_at_a_quorum_of_announcements(t *testing.T) {
+	t.Run("quorum", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			fs := fakes(5)
+			ns, _ := notifying(fs)
+			ra, _ := dlock.New(ns)
+			rb, _ := dlock.New(ns)
+			holder, err := ra.Lock("k", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var acquires atomic.Int64
+			go func() {
+				time.Sleep(time.Second)
+				mutate(func() {
+					for i, f := range fs {
+						f.delay = time.Duration(i) * time.Millisecond // the release reaches node i after i ms
+						f.hook = func(op string) {
+							if op == "acquire" {
+								acquires.Add(1)
+							}
+						}
+					}
+				})
+				_ = holder.Release()
+			}()
+			start := time.Now()
+			l, err := rb.Lock("k", "", dlock.WithRetryInterval(10*time.Second), dlock.WithRetryJitter(0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := time.Since(start); got < time.Second+2*time.Millisecond || got > time.Second+10*time.Millisecond {
+				t.Errorf("the waiter got the lock after %v, want just after the third node announced the release (1.002s)", got)
+			}
+			if n := acquires.Load(); n != 5 {
+				t.Errorf("%d acquire calls after the release, want 5 (one attempt)", n)
+			}
+			time.Sleep(time.Second)
+			_ = l.Release()
+			time.Sleep(time.Minute)
+			synctest.Wait()
+		})
+	})
+	t.Run("too few", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			fs := fakes(5)
+			ns, _ := notifying(fs)
+			for i := 2; i < 5; i++ { // only nodes 0 and 1 are heard
+				n := ns[i].(notifyingNode)
+				n.mute = true
+				ns[i] = n
+			}
+			ra, _ := dlock.New(ns)
+			rb, _ := dlock.New(ns)
+			holder, err := ra.Lock("k", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			go func() {
+				time.Sleep(time.Second)
+				_ = holder.Release()
+			}()
+			start := time.Now()
+			l, err := rb.Lock("k", "", dlock.WithRetryInterval(10*time.Second), dlock.WithRetryJitter(0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := time.Since(start); got < time.Second || got > time.Second+10*time.Millisecond {
+				t.Errorf("the waiter got the lock after %v, want a few ms after the release at 1s, not at its 10s poll", got)
+			}
+			_ = l.Release()
+			time.Sleep(time.Minute)
+			synctest.Wait()
+		})
 	})
 }
