@@ -166,8 +166,9 @@ func TestLock_goroutines_stay_bounded_with_a_node_that_never_answers(t *testing.
 		most = max(most, runtime.NumGoroutine())
 	}
 	// Each acquire sent to the hung node holds a goroutine, and so does the
-	// release waiting behind it; the answering nodes' workers come and go.
-	limit := before + 2*bound + 4*5 + 8
+	// release waiting behind it; the answering nodes' workers come and go
+	// (more of them at once on a loaded machine), however many locks.
+	limit := before + 2*bound + 64
 	t.Logf("goroutines: %d before, at most %d during %d Lock+Release (limit %d)", before, most, locks, limit)
 	if most > limit {
 		t.Errorf("%d goroutines during the run (%d before): not bounded by WithMaxInFlight(%d)", most, before, bound)

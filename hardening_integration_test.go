@@ -757,3 +757,59 @@ func TestHardening_hung_node_is_a_node_timeout(t *testing.T) {
 		})
 	}
 }
+
+// Issue 10: with one node that accepts connections and never answers,
+// Lock+Release on fresh keys keeps its goroutines bounded however many
+// locks are taken (acquires beyond WithMaxInFlight are not sent to it, and
+// no release goes where no acquire went), and they end soon after the
+// client's own timeouts. Before, each Lock+Release parked a goroutine
+// behind the hung node for as long as the client let its calls hang.
+func TestHardening_hung_node_keeps_goroutines_bounded(t *testing.T) {
+	const (
+		locks = 1000
+		bound = 16
+	)
+	hdSettle(t) // also: the goroutines end within 10s of the test
+	servers := hdServers(t, 4)
+	opts := func(addr string) *redis.Options {
+		o := hdOptions(addr)
+		o.ContextTimeoutEnabled = false // calls to the hung node end at ReadTimeout (1s), not at dlock's deadline
+		return o
+	}
+	clients := []*redis.Client{hdClient(t, opts(hdHungListener(t)))}
+	for _, s := range servers {
+		clients = append(clients, hdClient(t, opts(s.Addr())))
+	}
+	r, err := dlock.New(dlock.RedisNodes(clients...), dlock.WithMaxInFlight(bound), dlock.WithNodeTimeout(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := runtime.NumGoroutine()
+	most := base
+	start := time.Now()
+	for i := range locks {
+		l, err := r.LockContext(t.Context(), fmt.Sprintf("hung-node-%d", i), "", dlock.WithTTL(time.Hour), dlock.WithRetryLimit(0))
+		if err != nil {
+			t.Fatalf("lock %d: %v", i, err)
+		}
+		if err := l.ReleaseContext(t.Context()); err != nil {
+			t.Fatalf("release %d: %v", i, err)
+		}
+		if i%10 == 0 {
+			most = max(most, runtime.NumGoroutine())
+		}
+	}
+	// Per hung acquire: its call, and the release queued behind it; the
+	// clients' own goroutines and dlock's idle workers come on top.
+	limit := base + 2*bound + 64
+	t.Logf("%d Lock+Release in %v with a hung node: goroutines %d before, at most %d during (limit %d)",
+		locks, time.Since(start).Round(time.Millisecond), base, most, limit)
+	if most > limit {
+		t.Errorf("%d goroutines during %d Lock+Release with a hung node (%d before): not bounded by WithMaxInFlight(%d)", most, locks, base, bound)
+	}
+	for i, c := range clients[1:] {
+		if n, err := c.DBSize(context.Background()).Result(); err != nil || n != 0 {
+			t.Errorf("server %d: %d keys left (%v), want 0", i, n, err)
+		}
+	}
+}

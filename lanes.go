@@ -19,6 +19,7 @@ type lane struct {
 	// (Request.Waiter) was sent on this lane since the node last forgot
 	// the waiter (by granting it the key, or by Leave).
 	queued bool
+	acq    *call // the last acquire naming the waiter sent on this lane
 	// lastErr is the last error the lock's owner saw from this node, to
 	// report when a call cannot be sent.
 	lastErr error
@@ -33,6 +34,7 @@ type call struct {
 	lastErr error // the lane's last error when the call was queued, to name a cause
 	failed  bool  // the call returned an error
 	wrote   bool  // the call may have changed the node: a success, or an unknown outcome
+	granted bool  // an acquire that the node granted (which forgot the waiter it named)
 	unknown bool  // this call, or one before it on the lane, has an unknown outcome
 }
 

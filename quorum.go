@@ -72,6 +72,9 @@ type round struct {
 	guard    time.Duration // the restart guard, when ext
 	token    uint64        // extend: the lock's token; fence: the token to set
 	wait     waiting       // acquire, leave: the waiting Lock call, for the nodes' queue
+	// won, for an acquire with a waiter, is set once the attempt got the
+	// lock: a call that ends afterwards without a grant leaves the queue.
+	won *atomic.Bool
 }
 
 // flight is what the calls of one round share. One allocation holds it and
@@ -142,6 +145,7 @@ func (r *Redlock) start(rd round) *flight {
 		case rd.op == opAcquire && rd.wait.id != "" && rd.wait.ttl > 0:
 			ln.queued = true
 			ln.value = rd.value
+			ln.acq = c
 		case rd.op != opRelease:
 			ln.value = rd.value
 		}
@@ -219,6 +223,7 @@ func (f *flight) run(i int, prev *call) {
 		rep.err = f.cutShort(ctx, rep.err)
 	}
 	c.failed = rep.err != nil
+	c.granted = rep.ok && f.rd.op == opAcquire
 	c.wrote = rep.ok || f.rd.op == opFence || (rep.err != nil && !isNotSent(rep.err))
 	c.unknown = earlier || (rep.err != nil && !isNotSent(rep.err))
 	again := f.rd.must && earlier
@@ -226,6 +231,13 @@ func (f *flight) run(i int, prev *call) {
 		end()
 	}
 	f.replies <- rep
+	if f.rd.won != nil && !c.granted && f.rd.won.Load() {
+		// The attempt got the lock, but this node refused it or did not
+		// answer in time, remembering the waiter: leave its queue. (The
+		// replies counted before the attempt was decided are left by
+		// the Lock call itself; leaving twice is harmless.)
+		f.leave(i)
+	}
 	if again {
 		// A call before this release had an unknown outcome: it may still
 		// reach the node after this release, say on another pooled
@@ -239,6 +251,18 @@ func (f *flight) run(i int, prev *call) {
 			t.Stop()
 		}
 	}
+}
+
+// leave makes the waiter of the round leave node i's queue, within a
+// budget of its own.
+func (f *flight) leave(i int) {
+	q := f.r.queues[i]
+	if q == nil {
+		return
+	}
+	ctx, cancel := f.r.clock.WithTimeout(context.WithoutCancel(f.rd.callCtx), f.rd.budget)
+	defer cancel()
+	_ = q.Leave(ctx, Request{Key: f.rd.key, Waiter: f.rd.wait.id})
 }
 
 // cutShort turns the error of a call that ran into the round's own deadline

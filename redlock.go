@@ -419,9 +419,10 @@ func (r *Redlock) try(ctx context.Context, key, value string, p params, ln lanes
 		// take it from a waiter. TryLock does not wait, but does not jump
 		// the queue either (it is not remembered).
 		if wt.id == "" {
-			if wt.id, err = r.attemptValue(""); err != nil {
-				return attemptResult{}, err
-			}
+			// The call's name: the random end of its first attempt's
+			// value (at least 16 hex digits), unique among the key's
+			// waiters.
+			wt.id = stored[len(stored)-16:]
 			if retry {
 				wt.ttl = 2*addSat(cfg.RetryInterval, cfg.RetryJitter) + 2*p.nodeTimeout
 			}
@@ -566,7 +567,12 @@ type attemptResult struct {
 // failure it says which nodes to undo.
 func (r *Redlock) attempt(ctx context.Context, key, value string, p params, ln lanes, wt waiting) attemptResult {
 	start := r.clock.Now()
+	var won *atomic.Bool
+	if wt.id != "" && wt.ttl > 0 {
+		won = new(atomic.Bool)
+	}
 	t, sent := r.fanout(ctx, round{
+		won:     won,
 		wait:    wt,
 		lanes:   ln,
 		callCtx: ctx,
@@ -607,12 +613,18 @@ func (r *Redlock) attempt(ctx context.Context, key, value string, p params, ln l
 	if left := validity(p.TTL, elapsed, p.DriftFactor); left <= 0 {
 		return fail("%s, but no validity left (%v after drift)", &t, left)
 	}
-	for i, rep := range t.replies {
-		if t.seen[i] && rep.ok {
-			ln[i].queued = false // a node forgets a waiter it grants the key
+	if won != nil {
+		won.Store(true)
+		// A node forgets a waiter it grants the key. An acquire that has
+		// not ended yet leaves by itself if it is not granted (won); the
+		// ones that ended refused or failed are left here.
+		for i := range ln {
+			if c := ln[i].acq; ln[i].queued && (c == nil || !c.ended() || c.granted) {
+				ln[i].queued = false
+			}
 		}
+		r.leave(ctx, p, ln, wt)
 	}
-	r.leave(ctx, p, ln, wt)
 	return attemptResult{lock: newLock(r, key, value, token, p, validUntil(start, p.TTL, p.DriftFactor), ln)}
 }
 
