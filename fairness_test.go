@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/charconstpointer/dlock"
+	"github.com/charconstpointer/dlock/dlocktest"
 )
 
 // Issue 10: a holder that releases and locks again at once does not take
@@ -129,56 +130,68 @@ func TestLock_longest_waiter_is_served(t *testing.T) {
 // timeouts).
 func TestLock_waiters_leave_the_queue(t *testing.T) {
 	opts := []dlock.LockOpt{dlock.WithRetryInterval(50 * time.Millisecond), dlock.WithRetryJitter(0), dlock.WithRetryLimit(-1)}
-	t.Run("got the key", func(t *testing.T) {
-		synctest.Test(t, func(t *testing.T) {
-			ms, ns := memoryNodes(5)
-			ctx := t.Context()
-			// Node 4 holds the key for someone else for the whole test.
-			if ok, err := ms[4].Acquire(ctx, "k", "other", time.Hour); !ok || err != nil {
-				t.Fatal(ok, err)
-			}
-			ra, _ := dlock.New(ns)
-			rb, _ := dlock.New(ns)
-			rc, _ := dlock.New(ns)
-			a, err := ra.LockContext(ctx, "k", "", opts...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := make(chan *dlock.Lock)
-			go func() {
-				b, err := rb.LockContext(ctx, "k", "", opts...) // waits a second, refused by node 4 throughout
-				if err != nil {
-					t.Error(err)
+	for _, slow := range []bool{false, true} {
+		name := "got the key"
+		if slow {
+			// Node 4 answers after the attempt was decided: the late
+			// refusal leaves the queue by itself.
+			name += ", refused late"
+		}
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ms, ns := memoryNodes(5)
+				if slow {
+					ns[4] = slowAcquire{ms[4], 50 * time.Millisecond}
 				}
-				got <- b
-			}()
-			time.Sleep(time.Second)
-			_ = a.Release()
-			b := <-got
-			if b == nil {
-				return
-			}
-			_ = b.Release()
-			// Less than the nodes would remember b (WaitTTL: 2×50ms + 2×500ms),
-			// more than a leave queued behind a "release once more" (500ms).
-			time.Sleep(600 * time.Millisecond)
-			synctest.Wait()
-			if _, err := ms[4].Release(ctx, "k", "other"); err != nil {
-				t.Fatal(err)
-			}
-			c, err := rc.TryLock(ctx, "k", "")
-			if err != nil {
-				t.Fatalf("a newcomer after the only waiter got the key and released it: %v", err)
-			}
-			synctest.Wait()
-			if v, _ := ms[4].Get("k"); v != c.Value() {
-				t.Errorf("node 4 refused the newcomer: the waiter that got the key is still remembered there as waiting")
-			}
-			_ = c.Release()
-			time.Sleep(time.Minute)
-			synctest.Wait()
+				ctx := t.Context()
+				// Node 4 holds the key for someone else for the whole test.
+				if ok, err := ms[4].Acquire(ctx, "k", "other", time.Hour); !ok || err != nil {
+					t.Fatal(ok, err)
+				}
+				ra, _ := dlock.New(ns)
+				rb, _ := dlock.New(ns)
+				rc, _ := dlock.New(ns)
+				a, err := ra.LockContext(ctx, "k", "", opts...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := make(chan *dlock.Lock)
+				go func() {
+					b, err := rb.LockContext(ctx, "k", "", opts...) // waits a second, refused by node 4 throughout
+					if err != nil {
+						t.Error(err)
+					}
+					got <- b
+				}()
+				time.Sleep(time.Second)
+				_ = a.Release()
+				b := <-got
+				if b == nil {
+					return
+				}
+				_ = b.Release()
+				// Less than the nodes would remember b (WaitTTL: 2×50ms + 2×500ms),
+				// more than a leave queued behind a "release once more" (500ms).
+				time.Sleep(600 * time.Millisecond)
+				synctest.Wait()
+				if _, err := ms[4].Release(ctx, "k", "other"); err != nil {
+					t.Fatal(err)
+				}
+				c, err := rc.TryLock(ctx, "k", "")
+				if err != nil {
+					t.Fatalf("a newcomer after the only waiter got the key and released it: %v", err)
+				}
+				time.Sleep(100 * time.Millisecond) // node 4's answer, when slow
+				synctest.Wait()
+				if v, _ := ms[4].Get("k"); v != c.Value() {
+					t.Errorf("node 4 refused the newcomer: the waiter that got the key is still remembered there as waiting")
+				}
+				_ = c.Release()
+				time.Sleep(time.Minute)
+				synctest.Wait()
+			})
 		})
-	})
+	}
 	t.Run("gave up", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			_, ns := memoryNodes(5)
@@ -266,4 +279,15 @@ func TestLock_waiters_of_one_Redlock_go_in_arrival_order(t *testing.T) {
 		time.Sleep(time.Minute)
 		synctest.Wait()
 	})
+}
+
+// slowAcquire is a memory node whose fenced acquires answer after a delay.
+type slowAcquire struct {
+	*dlocktest.MemoryNode
+	delay time.Duration
+}
+
+func (n slowAcquire) AcquireFenced(ctx context.Context, req dlock.Request) (dlock.Reply, error) {
+	time.Sleep(n.delay)
+	return n.MemoryNode.AcquireFenced(ctx, req)
 }
