@@ -226,7 +226,7 @@ func (f *flight) run(i int, prev *call) {
 	c.granted = rep.ok && f.rd.op == opAcquire
 	c.wrote = rep.ok || f.rd.op == opFence || (rep.err != nil && !isNotSent(rep.err))
 	c.unknown = earlier || (rep.err != nil && !isNotSent(rep.err))
-	again := f.rd.must && earlier
+	again := f.rd.must && earlier && f.rd.op == opRelease
 	if !again {
 		end()
 	}

@@ -321,11 +321,11 @@ func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, r
 		return nil, notAcquiredCtx(key, err)
 	}
 
-	// w is this call's place in the Redlock's queue for the key (wakeHub):
-	// taken at the first failed attempt, or at once when earlier calls
-	// already wait, so an uncontended Lock opens no subscription. A release
-	// between that attempt and the start of the watch costs one poll
-	// interval.
+	// w is this call's place in the Redlock's queue for the key (wakeHub),
+	// taken before the first attempt. The nodes are watched from the first
+	// failed attempt on (or once two calls queue for the key), so an
+	// uncontended Lock opens no subscription; a release between that
+	// attempt and the start of the watch costs one poll interval.
 	var w *waiter
 	ln := make(lanes, len(r.nodes)) // this lock's call history per node
 	var lastErrs []error            // the node errors of the last attempt that had any
@@ -338,19 +338,26 @@ func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, r
 			r.leave(ctx, p, ln, wt) // a waiter that gave up
 		}
 	}()
+	// Earlier Lock calls of this Redlock that wait for the key go first:
+	// only the first of the queue tries the nodes. TryLock does not queue.
+	if retry {
+		w = r.wake.wait(p.nodeKey, callStart)
+	} else if r.wake.queued(p.nodeKey) {
+		return nil, fmt.Errorf("%w: %s: other Lock calls of this Redlock wait for the key", ErrNotAcquired, quoteKey(key))
+	}
 	for attempt := 1; ; attempt++ {
-		// Earlier Lock calls of this Redlock that wait for the key go
-		// first: only the first of the queue tries the nodes.
-		if w == nil && r.wake.queued(p.nodeKey) {
-			if !retry {
-				return nil, fmt.Errorf("%w: %s: other Lock calls of this Redlock wait for the key", ErrNotAcquired, quoteKey(key))
-			}
-			w = r.wake.wait(p.nodeKey)
-		}
-		var res attemptResult
 		if n := w.ahead(); n > 0 {
-			res.err = fmt.Errorf("%w: %s: %d earlier Lock calls of this Redlock wait for the key before this one", ErrNotAcquired, quoteKey(key), n)
-		} else if res, err = r.try(ctx, key, value, p, ln, &wt, callStart, retry, cfg); err != nil {
+			// Not first: wait for the turn, which is not an attempt. The
+			// wait is bounded by the time the retries could have taken.
+			attempt--
+			poll := addSat(cfg.RetryInterval, r.jitter(cfg.RetryJitter))
+			if err := r.awaitTurn(ctx, key, w, n, turnDeadline(callStart, cfg, p.nodeTimeout), poll); err != nil {
+				return nil, errors.Join(append([]error{err}, lastErrs...)...)
+			}
+			continue
+		}
+		res, err := r.try(ctx, key, value, p, ln, &wt, w.earliest(callStart), retry, cfg)
+		if err != nil {
 			return nil, err
 		} else if res.lock != nil {
 			got = true
@@ -376,9 +383,7 @@ func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, r
 		if !retry || (cfg.RetryLimit >= 0 && attempt > cfg.RetryLimit) {
 			return nil, res.err
 		}
-		if w == nil {
-			w = r.wake.wait(p.nodeKey)
-		}
+		w.watch()
 		wait := addSat(cfg.RetryInterval, r.jitter(cfg.RetryJitter))
 		if !res.sentAny && lanesBusy(&res.t) {
 			// Every node was still busy with this lock's own earlier calls:
@@ -401,6 +406,50 @@ func (r *Redlock) lock(ctx context.Context, key, value string, opts []LockOpt, r
 			return nil, errors.Join(notAcquiredCtx(key, ctx.Err()), res.err)
 		}
 	}
+}
+
+// turnDeadline is when a Lock call that started at start and waits behind
+// earlier calls of the Redlock gives up: after as long as its retries could
+// have taken, every attempt a node timeout long. The zero time: never
+// (RetryLimit -1).
+func turnDeadline(start time.Time, cfg LockConfig, nodeTimeout time.Duration) time.Time {
+	if cfg.RetryLimit < 0 {
+		return time.Time{}
+	}
+	per := addSat(addSat(cfg.RetryInterval, cfg.RetryJitter), nodeTimeout)
+	n := time.Duration(cfg.RetryLimit) + 1
+	if per > math.MaxInt64/n {
+		return time.Time{}
+	}
+	return start.Add(per * n)
+}
+
+// awaitTurn waits, for a Lock call on key with n earlier calls of the
+// Redlock ahead of it in w's queue, until it is first, ctx ends, or the
+// deadline (zero: none) passes. It looks again at every poll interval, and
+// at once when woken; poll is the call's retry interval with jitter.
+func (r *Redlock) awaitTurn(ctx context.Context, key string, w *waiter, n int, deadline time.Time, poll time.Duration) error {
+	ahead := fmt.Sprintf("%d earlier Lock calls of this Redlock wait for the key", n)
+	if n == 1 {
+		ahead = "an earlier Lock call of this Redlock waits for the key"
+	}
+	wait := max(poll, time.Millisecond)
+	if !deadline.IsZero() {
+		left := deadline.Sub(r.clock.Now())
+		if left <= 0 {
+			return fmt.Errorf("%w: %s: %s, and this one has waited as long as its retries allow", ErrNotAcquired, quoteKey(key), ahead)
+		}
+		wait = min(wait, left)
+	}
+	timer := r.clock.Timer(wait)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+	case <-w.wakeC():
+	case <-ctx.Done():
+		return fmt.Errorf("%w (%s)", notAcquiredCtx(key, ctx.Err()), ahead)
+	}
+	return nil
 }
 
 // try makes one attempt of a Lock call that started at callStart, taking
@@ -459,21 +508,26 @@ func (r *Redlock) try(ctx context.Context, key, value string, p params, ln lanes
 // sent, and an attempt made at once, say when woken by a release, would
 // fail on those nodes for no other reason.
 func (r *Redlock) settle(ctx context.Context, ln lanes, d time.Duration) {
-	var timer *clock.Timer
 	for i := range ln {
 		c := ln[i].prev
 		if c.ended() {
 			continue
 		}
-		if timer == nil {
-			timer = r.clock.Timer(d)
-			defer timer.Stop()
+		// No longer than the call's own budget: a call that outlived it
+		// ignores its deadline (a hung node behind a client that does not
+		// cut calls short), and waiting for it before every attempt would
+		// only slow the waiter down.
+		left := c.sentAt.Add(d).Sub(r.clock.Now())
+		if left <= 0 {
+			continue
 		}
+		timer := r.clock.Timer(left)
 		select {
 		case <-c.done:
+			timer.Stop()
 		case <-timer.C:
-			return
 		case <-ctx.Done():
+			timer.Stop()
 			return
 		}
 	}

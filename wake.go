@@ -39,6 +39,27 @@ type waiter struct {
 	// last wake; grace wakes it if too few come. Guarded by h.mu.
 	heard int
 	grace *time.Timer
+	// since is when the Lock call started, on the Redlock's clock.
+	since time.Time
+}
+
+// earliest returns t, or the earlier start of a Lock call queued for w's
+// key: the first of the queue asks the nodes on behalf of them all, so it
+// claims the longest wait among them. Otherwise the nodes, which remember
+// an earlier call that has waited longer, would refuse it a free key while
+// that call, not first here, no longer asks.
+func (w *waiter) earliest(t time.Time) time.Time {
+	if w == nil {
+		return t
+	}
+	w.h.mu.Lock()
+	defer w.h.mu.Unlock()
+	for _, o := range w.h.queues[w.key] {
+		if o.since.Before(t) {
+			t = o.since
+		}
+	}
+	return t
 }
 
 // watchRetry is the pause before a watch that broke is started again.
@@ -61,27 +82,51 @@ func (h *wakeHub) queued(key string) bool {
 	return len(h.queues[key]) > 0
 }
 
-// wait adds a waiter for key at the end of its queue and returns it, or
-// nil when the hub cannot serve the caller (see usable).
-func (h *wakeHub) wait(key string) *waiter {
+// wait adds a waiter for key, a Lock call that started at since, at the end
+// of its queue and returns it, or nil when the hub cannot serve the caller
+// (see usable).
+//
+// Every Lock call that may wait joins the queue before its first attempt,
+// so that calls arriving together do not split the nodes' votes among
+// themselves; the nodes are watched once a key has two calls queued, or
+// once a call's attempt failed (watch).
+func (h *wakeHub) wait(key string, since time.Time) *waiter {
 	if !h.usable() {
 		return nil
 	}
-	w := &waiter{h: h, key: key, c: make(chan struct{}, 1)}
+	w := &waiter{h: h, key: key, c: make(chan struct{}, 1), since: since}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.queues == nil {
 		h.queues = map[string][]*waiter{}
 	}
-	h.queues[key] = append(h.queues[key], w)
+	q := append(h.queues[key], w)
+	h.queues[key] = q
 	h.count++
+	if len(q) > 1 {
+		h.watchLocked()
+	}
+	return w
+}
+
+// watch makes sure the nodes are watched while w waits.
+func (w *waiter) watch() {
+	if w == nil {
+		return
+	}
+	w.h.mu.Lock()
+	defer w.h.mu.Unlock()
+	w.h.watchLocked()
+}
+
+// watchLocked starts the watches unless they run; h.mu is held.
+func (h *wakeHub) watchLocked() {
 	if h.watches && h.stop == nil {
 		ctx, cancel := context.WithCancel(context.Background())
 		h.stop = cancel
 		h.done = make(chan struct{})
 		h.start(ctx, h.done)
 	}
-	return w
 }
 
 // ahead returns how many waiters of the same key came before w and still

@@ -1101,8 +1101,11 @@ func testQueue(t *testing.T, e *env) {
 	}
 	e.mustAcquire(k, holder, holdTTL)
 	a := ask("a", time.Second) // has waited a second: refused while held, remembered
-	if r := e.acquireFenced(a); r.OK {
-		t.Fatalf("AcquireFenced(%s) of a waiter while the key is held = %+v, want refused", show(k), r)
+	a2 := ask("a2", time.Second)
+	for _, w := range []dlock.Request{a, a2} {
+		if r := e.acquireFenced(w); r.OK {
+			t.Fatalf("AcquireFenced(%s) of a waiter while the key is held = %+v, want refused", show(k), r)
+		}
 	}
 	if !e.release(k, holder) {
 		t.Fatalf("Release(%s) by its holder = false", show(k))
@@ -1114,6 +1117,13 @@ func testQueue(t *testing.T, e *env) {
 	}
 	if err := q.Leave(e.ctx, dlock.Request{Key: k, Waiter: a.Waiter}); err != nil {
 		t.Fatalf("Leave(%s, %s): %v", show(k), a.Waiter, err)
+	}
+	if r := e.acquireFenced(b); r.OK { // a2 still waits
+		e.cleanupRelease(k, b.Value)
+		t.Fatalf("AcquireFenced(%s) of a newcomer after one of two longer waiters left = %+v, want refused: Leave forgot the other too", show(k), r)
+	}
+	if err := q.Leave(e.ctx, dlock.Request{Key: k, Waiter: a2.Waiter}); err != nil {
+		t.Fatalf("Leave(%s, %s): %v", show(k), a2.Waiter, err)
 	}
 	if err := q.Leave(e.ctx, dlock.Request{Key: k, Waiter: "nobody-" + random()}); err != nil {
 		t.Errorf("Leave(%s) of a waiter the node does not know: %v, want nil", show(k), err)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -108,6 +109,14 @@ type mutant struct {
 	extendFenced  func(m *mutant, ctx context.Context, req dlock.Request) (dlock.Reply, error)
 	fence         func(m *mutant, ctx context.Context, req dlock.Request) (dlock.Reply, error)
 	leave         func(m *mutant, ctx context.Context, req dlock.Request) error
+
+	seen *seenWaiters // for mutants that track waiters; set when the mutant is made
+}
+
+// seenWaiters is what a mutant remembers of the waiters it was asked about.
+type seenWaiters struct {
+	mu sync.Mutex
+	m  map[string][]string
 }
 
 func (m *mutant) Acquire(ctx context.Context, key, value string, ttl time.Duration) (bool, error) {
@@ -166,6 +175,32 @@ var mutants = []struct {
 	wantFail string // a subtest of TestNode, under "conformance/"
 	m        mutant
 }{{
+	name:     "leave_forgets_every_waiter",
+	wantFail: "queue",
+	m: mutant{
+		// Remembers the waiters it was asked about, and forgets them all on
+		// any Leave of the key: a node that clears the key's whole queue.
+		acquireFenced: func(m *mutant, ctx context.Context, req dlock.Request) (dlock.Reply, error) {
+			if req.Waiter != "" {
+				m.seen.mu.Lock()
+				m.seen.m[req.Key] = append(m.seen.m[req.Key], req.Waiter)
+				m.seen.mu.Unlock()
+			}
+			return m.MemoryNode.AcquireFenced(ctx, req)
+		},
+		leave: func(m *mutant, ctx context.Context, req dlock.Request) error {
+			m.seen.mu.Lock()
+			ws := m.seen.m[req.Key]
+			m.seen.mu.Unlock()
+			for _, w := range append(ws, req.Waiter) {
+				if err := m.MemoryNode.Leave(ctx, dlock.Request{Key: req.Key, Waiter: w}); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	},
+}, {
 	name:     "leave_ignored",
 	wantFail: "queue",
 	m:        mutant{leave: func(*mutant, context.Context, dlock.Request) error { return nil }},
@@ -316,6 +351,7 @@ func TestNode_mutant(t *testing.T) {
 			dlocktest.TestNode(t, func(t *testing.T) dlock.Node {
 				m := mu.m
 				m.MemoryNode = dlocktest.NewMemoryNode(nil)
+				m.seen = &seenWaiters{m: map[string][]string{}}
 				return &m
 			})
 			return
