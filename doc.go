@@ -146,12 +146,14 @@
 // jump the queue either. Nodes that do not implement Fencer, or ignore the
 // waiter fields, give no such order.
 //
-// Within one Redlock, Lock calls waiting for the same key go in the order
-// they came, whatever the nodes: only the first of them tries the nodes
-// (and is woken by a release); the others wait for their turn, counting
-// each retry interval against their RetryLimit, and a TryLock while others
-// wait fails at once. So a process's own waiters never split the nodes'
-// votes among themselves.
+// Within one Redlock, Lock calls for the same key go in the order they
+// came, whatever the nodes: only the first of them tries the nodes (and is
+// woken by a release, once a quorum of nodes announced it), claiming the
+// longest wait among the calls behind it; the others wait for their turn,
+// giving up after as long as their own retries could have taken (RetryLimit
+// +1 times RetryInterval, jitter and the node timeout), and a TryLock while
+// others wait fails at once. So a process's own callers never split the
+// nodes' votes among themselves.
 //
 // # Timeouts
 //
