@@ -148,9 +148,7 @@ func TestLock_waiters_leave_the_queue(t *testing.T) {
 				if ok, err := ms[4].Acquire(ctx, "k", "other", time.Hour); !ok || err != nil {
 					t.Fatal(ok, err)
 				}
-				ra, _ := dlock.New(ns)
-				rb, _ := dlock.New(ns)
-				rc, _ := dlock.New(ns)
+				ra, rb, rc := threeRedlocks(t, ns)
 				a, err := ra.LockContext(ctx, "k", "", opts...)
 				if err != nil {
 					t.Fatal(err)
@@ -196,9 +194,7 @@ func TestLock_waiters_leave_the_queue(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			_, ns := memoryNodes(5)
 			ctx := t.Context()
-			ra, _ := dlock.New(ns)
-			rb, _ := dlock.New(ns)
-			rc, _ := dlock.New(ns)
+			ra, rb, rc := threeRedlocks(t, ns)
 			a, err := ra.LockContext(ctx, "k", "", opts...)
 			if err != nil {
 				t.Fatal(err)
@@ -290,4 +286,18 @@ type slowAcquire struct {
 func (n slowAcquire) AcquireFenced(ctx context.Context, req dlock.Request) (dlock.Reply, error) {
 	time.Sleep(n.delay)
 	return n.MemoryNode.AcquireFenced(ctx, req)
+}
+
+// threeRedlocks returns three Redlocks over ns, as three processes.
+func threeRedlocks(t *testing.T, ns []dlock.Node) (a, b, c *dlock.Redlock) {
+	t.Helper()
+	rs := make([]*dlock.Redlock, 3)
+	for i := range rs {
+		r, err := dlock.New(ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs[i] = r
+	}
+	return rs[0], rs[1], rs[2]
 }

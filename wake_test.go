@@ -87,20 +87,8 @@ func TestLock_waiter_wakes_on_release(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		holder, err := r.Lock("k", "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		go func() {
-			time.Sleep(time.Second)
-			_ = holder.Release()
-		}()
-		start := time.Now()
-		l, err := r.Lock("k", "", dlock.WithRetryInterval(10*time.Second), dlock.WithRetryJitter(0))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := time.Since(start); got != time.Second {
+		l, got := lockUntilRelease(t, r, r, time.Second, nil)
+		if got != time.Second {
 			t.Errorf("the waiter got the lock after %v, want 1s (at the release, not at its 10s poll)", got)
 		}
 		synctest.Wait()
@@ -245,13 +233,8 @@ func TestLock_waiter_wakes_at_a_quorum_of_announcements(t *testing.T) {
 			}
 			ra, _ := dlock.New(ns)
 			rb, _ := dlock.New(ns)
-			holder, err := ra.Lock("k", "")
-			if err != nil {
-				t.Fatal(err)
-			}
 			var acquires atomic.Int64
-			go func() {
-				time.Sleep(time.Second)
+			l, got := lockUntilRelease(t, ra, rb, time.Second, func() {
 				mutate(func() {
 					for _, f := range fs {
 						f.hook = func(op string) {
@@ -261,14 +244,8 @@ func TestLock_waiter_wakes_at_a_quorum_of_announcements(t *testing.T) {
 						}
 					}
 				})
-				_ = holder.Release()
-			}()
-			start := time.Now()
-			l, err := rb.Lock("k", "", dlock.WithRetryInterval(10*time.Second), dlock.WithRetryJitter(0))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := time.Since(start); got != time.Second+2*time.Millisecond {
+			})
+			if got != time.Second+2*time.Millisecond {
 				t.Errorf("the waiter got the lock after %v, want 1.002s: when the third node announced the release", got)
 			}
 			synctest.Wait()
@@ -292,20 +269,8 @@ func TestLock_waiter_wakes_at_a_quorum_of_announcements(t *testing.T) {
 			}
 			ra, _ := dlock.New(ns)
 			rb, _ := dlock.New(ns)
-			holder, err := ra.Lock("k", "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			go func() {
-				time.Sleep(time.Second)
-				_ = holder.Release()
-			}()
-			start := time.Now()
-			l, err := rb.Lock("k", "", dlock.WithRetryInterval(10*time.Second), dlock.WithRetryJitter(0))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := time.Since(start); got < time.Second || got > time.Second+10*time.Millisecond {
+			l, got := lockUntilRelease(t, ra, rb, time.Second, nil)
+			if got < time.Second || got > time.Second+10*time.Millisecond {
 				t.Errorf("the waiter got the lock after %v, want a few ms after the release at 1s, not at its 10s poll", got)
 			}
 			_ = l.Release()
@@ -313,4 +278,28 @@ func TestLock_waiter_wakes_at_a_quorum_of_announcements(t *testing.T) {
 			synctest.Wait()
 		})
 	})
+}
+
+// lockUntilRelease locks "k" with holder, and releases it after d in the
+// background (running before first, when not nil); it returns the lock
+// that waiter then takes (polling only every 10s), and how long that took.
+func lockUntilRelease(t *testing.T, holder, waiter *dlock.Redlock, d time.Duration, before func()) (*dlock.Lock, time.Duration) {
+	t.Helper()
+	h, err := holder.Lock("k", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(d)
+		if before != nil {
+			before()
+		}
+		_ = h.Release()
+	}()
+	start := time.Now()
+	l, err := waiter.Lock("k", "", dlock.WithRetryInterval(10*time.Second), dlock.WithRetryJitter(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, time.Since(start)
 }
