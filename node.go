@@ -15,9 +15,10 @@ import (
 // an error. An error means the outcome on the node is unknown.
 //
 // A Node may also implement the optional capabilities Fencer (fencing
-// tokens and the restart guard), Inspector (what a key holds, for tools) and
-// TTLGranularity (how the store rounds a TTL), as io.WriterTo is to
-// io.Writer.
+// tokens, the restart guard and the waiters' queue), Queue (waiters leave
+// that queue), Notifier (releases are announced to waiters), Inspector
+// (what a key holds, for tools) and TTLGranularity (how the store rounds a
+// TTL), as io.WriterTo is to io.Writer.
 type Node interface {
 	// Acquire sets key to value with the given time to live, only if key is
 	// not set.
