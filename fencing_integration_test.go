@@ -93,56 +93,6 @@ func fiRedlock(t *testing.T, ss []*redistest.Server, opts ...dlock.Option) *dloc
 	return r
 }
 
-// fiNodeErrors returns every *dlock.NodeError in err's tree, in order.
-func fiNodeErrors(err error) []*dlock.NodeError {
-	var out []*dlock.NodeError
-	var walk func(error)
-	walk = func(e error) {
-		switch u := e.(type) {
-		case *dlock.NodeError:
-			out = append(out, u)
-		case interface{ Unwrap() []error }:
-			for _, x := range u.Unwrap() {
-				walk(x)
-			}
-		case interface{ Unwrap() error }:
-			if x := u.Unwrap(); x != nil {
-				walk(x)
-			}
-		}
-	}
-	if err != nil {
-		walk(err)
-	}
-	return out
-}
-
-// fiErrors collects the errors of contender goroutines, which must not call
-// t.Fatal themselves.
-type fiErrors struct {
-	mu   sync.Mutex
-	errs []error
-}
-
-func (e *fiErrors) add(err error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.errs = append(e.errs, err)
-}
-
-func (e *fiErrors) check(t *testing.T) {
-	t.Helper()
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for i, err := range e.errs {
-		if i == 10 {
-			t.Errorf("... and %d more errors", len(e.errs)-10)
-			break
-		}
-		t.Error(err)
-	}
-}
-
 // fiGrant is one successful Lock call.
 type fiGrant struct {
 	holder   int
@@ -243,7 +193,7 @@ func TestIntegration_fencing_refuses_paused_holders(t *testing.T) {
 	}
 	var (
 		res  fiResource
-		errs fiErrors
+		errs itErrors
 		wg   sync.WaitGroup
 	)
 	ctx, cancel := context.WithTimeout(t.Context(), runFor)
@@ -427,7 +377,7 @@ func fiRunRestarts(t *testing.T, guard time.Duration) fiRestartRun {
 	var (
 		mu    sync.Mutex
 		run   fiRestartRun
-		errs  fiErrors
+		errs  itErrors
 		wg    sync.WaitGroup
 		tries = make([]int, contenders)
 	)
@@ -451,7 +401,7 @@ func fiRunRestarts(t *testing.T, guard time.Duration) fiRestartRun {
 					}
 					at := time.Now()
 					mu.Lock()
-					for _, ne := range fiNodeErrors(err) {
+					for _, ne := range nodeErrors(err) {
 						if errors.Is(ne, dlock.ErrRestartGuard) {
 							run.refusals = append(run.refusals, fiRefusal{node: ne.Node, at: at})
 						}

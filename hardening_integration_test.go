@@ -99,36 +99,10 @@ func hdClientsOf(t *testing.T, ss []*redistest.Server) []*redis.Client {
 	return cs
 }
 
-// hdNodeErrors returns every *dlock.NodeError in err's tree, in order.
-func hdNodeErrors(err error) []*dlock.NodeError {
-	var out []*dlock.NodeError
-	var walk func(error)
-	walk = func(e error) {
-		if ne, ok := e.(*dlock.NodeError); ok {
-			out = append(out, ne)
-			return
-		}
-		switch u := e.(type) {
-		case interface{ Unwrap() []error }:
-			for _, x := range u.Unwrap() {
-				walk(x)
-			}
-		case interface{ Unwrap() error }:
-			if x := u.Unwrap(); x != nil {
-				walk(x)
-			}
-		}
-	}
-	if err != nil {
-		walk(err)
-	}
-	return out
-}
-
 // hdByNode groups the node errors in err by node.
 func hdByNode(err error) map[int][]*dlock.NodeError {
 	m := make(map[int][]*dlock.NodeError)
-	for _, ne := range hdNodeErrors(err) {
+	for _, ne := range nodeErrors(err) {
 		m[ne.Node] = append(m[ne.Node], ne)
 	}
 	return m
