@@ -61,6 +61,28 @@ pick_port() {
 	! port_in_use "${!1}"
 }
 
+# start_on_free_port VAR TRIES WHAT LOG LO HI START ARGS...: calls START
+# ARGS... PORT with random free ports in [LO, HI] until it succeeds, and
+# sets VAR to the port. After TRIES failed attempts it prints the last lines
+# of LOG, stops what the script started in $dir (cmd_stop) and dies; WHAT
+# names the server in the message.
+start_on_free_port() {
+	local var=$1 tries=$2 what=$3 log=$4 lo=$5 hi=$6 attempts=0 p
+	shift 6
+	while :; do
+		attempts=$((attempts + 1))
+		if ((attempts > tries)); then
+			echo "$prog: could not start $what; last log lines:" >&2
+			tail -n 5 "$log" >&2 2>/dev/null || true
+			cmd_stop "$dir" >/dev/null 2>&1 || true
+			die "gave up after $tries attempts"
+		fi
+		pick_port p "$lo" "$hi" || continue
+		"$@" "$p" && break
+	done
+	printf -v "$var" %s "$p"
+}
+
 # log_size FILE: prints FILE's size in bytes, 0 when it does not exist. Logs
 # are appended to by every attempt: log_since reads only what came after.
 log_size() {

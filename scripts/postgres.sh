@@ -148,7 +148,7 @@ cmd_start() {
 	trap 'cmd_stop "$dir" >/dev/null 2>&1 || true' ERR
 
 	local lo=${PG_PORT_MIN:-32100} hi=${PG_PORT_MAX:-40000}
-	local i port attempts pid urls=()
+	local i port pid urls=()
 	for ((i = 1; i <= count; i++)); do
 		if pid=$(postmaster_pid "$i") && alive "$pid" && [[ -s $dir/pg$i/port ]]; then
 			port=$(<"$dir/pg$i/port") # already running
@@ -164,18 +164,7 @@ cmd_start() {
 				cmd_stop "$dir" >/dev/null 2>&1 || true
 				die "initdb of server $i failed"
 			}
-			attempts=0
-			while :; do
-				attempts=$((attempts + 1))
-				if ((attempts > 20)); then
-					echo "$prog: could not start server $i; last log lines:" >&2
-					tail -n 5 "$dir/pg$i/server.log" >&2 2>/dev/null || true
-					cmd_stop "$dir" >/dev/null 2>&1 || true
-					die "gave up after 20 attempts"
-				fi
-				pick_port port "$lo" "$hi" || continue
-				start_server "$i" "$port" && break
-			done
+			start_on_free_port port 20 "server $i" "$dir/pg$i/server.log" "$lo" "$hi" start_server "$i"
 		fi
 		urls+=("postgres://postgres@127.0.0.1:$port/postgres?sslmode=disable")
 	done

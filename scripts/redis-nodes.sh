@@ -100,20 +100,9 @@ cmd_start() {
 	trap 'cmd_stop "$dir" >/dev/null 2>&1 || true' ERR
 
 	local lo=${REDIS_NODES_PORT_MIN:-20000} hi=${REDIS_NODES_PORT_MAX:-32000}
-	local i port attempts addrs=()
+	local i port addrs=()
 	for ((i = 1; i <= count; i++)); do
-		attempts=0
-		while :; do
-			attempts=$((attempts + 1))
-			if ((attempts > 50)); then
-				echo "$prog: could not start node $i; last log lines:" >&2
-				tail -n 5 "$dir/node$i.log" >&2 2>/dev/null || true
-				cmd_stop "$dir" >/dev/null 2>&1 || true
-				die "gave up after 50 attempts"
-			fi
-			pick_port port "$lo" "$hi" || continue
-			start_node "$i" "$port" && break
-		done
+		start_on_free_port port 50 "node $i" "$dir/node$i.log" "$lo" "$hi" start_node "$i"
 		addrs+=("127.0.0.1:$port")
 	done
 	trap - ERR
