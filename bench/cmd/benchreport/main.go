@@ -167,16 +167,22 @@ func rows(m map[row]map[string][]float64) []row {
 
 type col struct{ unit, title string }
 
-func table(w io.Writer, m map[row]map[string][]float64, cols []col) {
-	fmt.Fprint(w, "| library | nodes |")
+// header prints a markdown table's header: lead and the columns' titles,
+// then leadRule and a right-aligned rule per column.
+func header(w io.Writer, lead, leadRule string, cols []col) {
+	fmt.Fprint(w, lead)
 	for _, c := range cols {
 		fmt.Fprintf(w, " %s |", c.title)
 	}
-	fmt.Fprint(w, "\n|---|---:|")
+	fmt.Fprint(w, "\n"+leadRule)
 	for range cols {
 		fmt.Fprint(w, "---:|")
 	}
 	fmt.Fprintln(w)
+}
+
+func table(w io.Writer, m map[row]map[string][]float64, cols []col) {
+	header(w, "| library | nodes |", "|---|---:|", cols)
 	for _, r := range rows(m) {
 		fmt.Fprintf(w, "| %s | %d |", r.lib, r.nodes)
 		for _, c := range cols {
@@ -214,15 +220,7 @@ func ratios(w io.Writer, s samples, sc string, nodes int, cols []col) {
 	if len(peers) == 0 || math.IsNaN(s.med(sc, "dlock", nodes, cols[0].unit)) {
 		return // a run limited to dlock (-test.bench): nothing to compare
 	}
-	fmt.Fprint(w, "| dlock / peer |")
-	for _, c := range cols {
-		fmt.Fprintf(w, " %s |", c.title)
-	}
-	fmt.Fprint(w, "\n|---|")
-	for range cols {
-		fmt.Fprint(w, "---:|")
-	}
-	fmt.Fprintln(w)
+	header(w, "| dlock / peer |", "|---|", cols)
 	for _, peer := range peers {
 		pn := nodes
 		if peer == "redislock" {
@@ -573,15 +571,7 @@ func fencing(w io.Writer, s samples) {
 	fmt.Fprintln(w)
 	table(w, map[row]map[string][]float64{{"dlock", 5}: un, {fenced, 5}: fe}, latCols)
 	cols := []col{{"ops/s", "ops/s (<1: fenced slower)"}, {"p50-us", "p50 (>1: fenced slower)"}, {"p99-us", "p99"}, {"allocs/op", "allocs/op"}, {"B/op", "B/op"}}
-	fmt.Fprint(w, "| ratio |")
-	for _, c := range cols {
-		fmt.Fprintf(w, " %s |", c.title)
-	}
-	fmt.Fprint(w, "\n|---|")
-	for range cols {
-		fmt.Fprint(w, "---:|")
-	}
-	fmt.Fprintln(w)
+	header(w, "| ratio |", "|---|", cols)
 	fmt.Fprint(w, "| dlock-fenced / dlock, ratio of medians |")
 	for _, c := range cols {
 		fmt.Fprintf(w, " %s |", ratio(median(fe[c.unit]), median(un[c.unit])))
