@@ -21,10 +21,9 @@ type wakeHub struct {
 	enough  int  // announcements of a release that wake a waiter at once: a quorum, or every announcing node when fewer
 
 	mu     sync.Mutex
-	queues map[string][]*waiter // by key on the nodes, in arrival order
-	count  int
-	stop   context.CancelFunc // ends the watches; nil while none run
-	done   chan struct{}      // closed when the watches of the last generation ended
+	queues map[string][]*waiter // by key on the nodes, in arrival order; no empty queue
+	stop   context.CancelFunc   // ends the watches; nil while none run
+	done   chan struct{}        // closed when the watches of the last generation ended
 }
 
 // waiter is one Lock call waiting for a key.
@@ -102,7 +101,6 @@ func (h *wakeHub) wait(key string, since time.Time) *waiter {
 	}
 	q := append(h.queues[key], w)
 	h.queues[key] = q
-	h.count++
 	if len(q) > 1 {
 		h.watchLocked()
 	}
@@ -171,8 +169,7 @@ func (w *waiter) stop(got bool) {
 			q[0].wake()
 		}
 	}
-	h.count--
-	if h.count == 0 && h.stop != nil {
+	if len(h.queues) == 0 && h.stop != nil {
 		h.stop()
 		h.stop = nil
 	}
